@@ -1,0 +1,93 @@
+"""The per-frame record, mirrored from ``ext/records.pxd`` (the layout doc lives there).
+
+Also the packet classes, detail reasons, link-type names and the port-bearing
+protocols with their row index in the counter tables.
+"""
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+RECORD_DTYPE = np.dtype(
+    {
+        "names": ["ts_ns", "wire_len", "src_port", "dst_port", "proto", "pkt_class",
+                  "iface", "reason", "pad", "src_addr", "dst_addr"],
+        "formats": ["<u8", "<u4", "<u2", "<u2", "u1", "u1", "<u2", "u1", ("u1", 3),
+                    ("u1", 16), ("u1", 16)],
+        "offsets": [0, 8, 12, 14, 16, 17, 18, 20, 21, 24, 40],
+        "itemsize": 56,
+    }
+)
+
+
+class PacketClass(enum.IntEnum):
+    """Counting-rules section 4: every frame lands in exactly one class."""
+
+    PORTED = 0
+    IP_OTHER = 1
+    NON_IP = 2
+    TRUNCATED = 3
+
+
+CLASS_NAMES = ("ported", "ip_other", "non_ip", "truncated")
+
+# Index = REASON_* value in records.pxd.
+REASON_NAMES = (
+    "ok",
+    "non_ip_ethertype",
+    "llc_frame",
+    "non_ip_family",
+    "mpls_non_ip",
+    "ppp_non_ip",
+    "fragment",
+    "no_ports_protocol",
+    "truncated_link",
+    "bad_ip_version",
+    "truncated_ip",
+    "bad_ihl",
+    "truncated_ip_options",
+    "truncated_ext_header",
+    "truncated_ports",
+)
+
+# Link types of counting-rules section 1, with libpcap's names.
+SUPPORTED_LINKTYPES = {
+    0: "NULL",
+    1: "EN10MB",
+    12: "RAW",
+    14: "RAW",
+    101: "RAW",
+    108: "LOOP",
+    113: "LINUX_SLL",
+    228: "IPV4",
+    229: "IPV6",
+    276: "LINUX_SLL2",
+}
+
+# Names for link types we refuse, so errors can name them (pcap-linktype(7)).
+OTHER_LINKTYPE_NAMES = {
+    9: "PPP", 10: "FDDI", 50: "PPP_HDLC", 104: "C_HDLC", 105: "IEEE802_11",
+    119: "PRISM_HEADER", 127: "IEEE802_11_RADIOTAP", 147: "USER0", 192: "PPI",
+    195: "IEEE802_15_4_WITHFCS", 197: "ERF", 201: "BLUETOOTH_HCI_H4_WITH_PHDR",
+    215: "IEEE802_15_4_NONASK_PHY", 220: "USB_LINUX_MMAPPED", 227: "CAN_SOCKETCAN",
+    230: "IEEE802_15_4_NOFCS", 231: "DBUS", 249: "NFLOG", 253: "NETLINK",
+    254: "BLUETOOTH_LINUX_MONITOR", 263: "WATTSTOPPER_DLM", 274: "ETHERNET_MPACKET",
+}
+
+
+def linktype_name(linktype: int) -> str:
+    """libpcap's name for a link type number, or ``LINKTYPE_<n>`` if unknown."""
+    return SUPPORTED_LINKTYPES.get(linktype) or OTHER_LINKTYPE_NAMES.get(
+        linktype, f"LINKTYPE_{linktype}")
+
+
+# Port-bearing protocols (counting-rules section 3): IP number -> stream name.
+# The row index in counter tables is the position in this tuple.
+PORT_PROTOCOLS = ((6, "tcp"), (17, "udp"), (132, "sctp"), (136, "udplite"), (33, "dccp"))
+PROTO_NAMES = tuple(name for _, name in PORT_PROTOCOLS)
+PROTO_INDEX = {number: i for i, (number, _) in enumerate(PORT_PROTOCOLS)}
+N_PROTOS = len(PORT_PROTOCOLS)
+N_PORTS = 65536
+# Counter table columns.
+COUNTER_COLUMNS = ("in_packets", "in_bytes", "out_packets", "out_bytes")

@@ -1,0 +1,226 @@
+# The capture core: drives libpcap's pcap_dispatch with a C callback that
+# parses each frame straight into a caller-owned record buffer (normally a
+# shared-memory slot). Included by _core.pyx. No Python object is touched per
+# packet; the GIL is released for the whole dispatch loop.
+
+cdef struct fill_ctx_t:
+    pkt_record_t* out
+    Py_ssize_t n            # records written so far in this fill()
+    Py_ssize_t cap          # capacity of out
+    uint64_t ts_mult        # 1 for ns timestamps, 1000 for us
+    uint64_t caplen_sum     # captured bytes seen (record offsets in a pcap file)
+    int linktype
+    uint16_t iface
+
+
+cdef void on_packet(unsigned char* user, const pcap_pkthdr* h,
+                    const unsigned char* data) noexcept nogil:
+    cdef fill_ctx_t* ctx = <fill_ctx_t*>user
+    cdef pkt_record_t* r = ctx.out + ctx.n
+    parse_frame(ctx.linktype, data, h.caplen, h.len, r)
+    if h.ts.tv_sec >= 0 and h.ts.tv_usec >= 0:
+        r.ts_ns = <uint64_t>h.ts.tv_sec * 1000000000ULL + <uint64_t>h.ts.tv_usec * ctx.ts_mult
+    r.iface = ctx.iface
+    ctx.caplen_sum += h.caplen
+    ctx.n += 1
+
+
+class PcapError(Exception):
+    """libpcap said no; the message is libpcap's, prefixed with what we asked."""
+
+
+# fill() outcomes
+FILL_FULL = 0       # the buffer is full; call again
+FILL_EOF = 1        # end of a savefile
+FILL_TIMEOUT = 2    # live: the read timeout expired (possibly with packets)
+FILL_BREAK = 3      # breakloop() was called
+FILL_ERROR = 4      # libpcap error; see .error
+
+
+cdef class Capture:
+    """One libpcap handle (a savefile or a live device) feeding record buffers.
+
+    Create with Capture.open_file() or Capture.open_live(); the handle is
+    closed by close() or when the object is collected.
+    """
+    cdef pcap_t* p
+    cdef fill_ctx_t ctx
+    cdef readonly str name
+    cdef readonly int linktype
+    cdef readonly int snaplen
+    cdef readonly bint live
+    cdef readonly str error
+    cdef readonly unsigned long long packets
+    cdef readonly unsigned long long caplen_bytes
+
+    def __cinit__(self):
+        self.p = NULL
+        self.error = None
+
+    def __dealloc__(self):
+        if self.p != NULL:
+            pcap_close(self.p)
+            self.p = NULL
+
+    cdef _init_handle(self, int iface, uint64_t ts_mult):
+        self.linktype = pcap_datalink(self.p)
+        self.snaplen = pcap_snapshot(self.p)
+        memset(&self.ctx, 0, sizeof(fill_ctx_t))
+        self.ctx.linktype = self.linktype
+        self.ctx.iface = <uint16_t>iface
+        self.ctx.ts_mult = ts_mult
+
+    @staticmethod
+    def open_file(str path, int iface=0):
+        """Open a pcap or pcapng file with nanosecond timestamps.
+
+        Raises PcapError with libpcap's reason (no such file, unknown format...).
+        """
+        cdef char errbuf[512]
+        cdef bytes bpath = path.encode()
+        cdef Capture cap = Capture.__new__(Capture)
+        errbuf[0] = 0
+        cap.p = pcap_open_offline_with_tstamp_precision(bpath, PCAP_TSTAMP_PRECISION_NANO, errbuf)
+        if cap.p == NULL:
+            raise PcapError(errbuf.decode(errors="replace"))
+        cap.name = path
+        cap.live = False
+        cap._init_handle(iface, 1)
+        return cap
+
+    @staticmethod
+    def open_live(str device, int snaplen, bint promisc=True, int timeout_ms=100,
+                  int buffer_bytes=0, bint immediate=False, int iface=0):
+        """Create and activate a live handle on `device`.
+
+        Raises PcapError naming the device and libpcap's status on failure.
+        Returns (capture, warning or None).
+        """
+        cdef char errbuf[512]
+        cdef bytes bdev = device.encode()
+        cdef Capture cap = Capture.__new__(Capture)
+        cdef int rc
+        cdef uint64_t mult = 1
+        errbuf[0] = 0
+        cap.p = pcap_create(bdev, errbuf)
+        if cap.p == NULL:
+            raise PcapError(errbuf.decode(errors="replace"))
+        pcap_set_snaplen(cap.p, snaplen)
+        pcap_set_promisc(cap.p, promisc)
+        pcap_set_timeout(cap.p, timeout_ms)
+        if buffer_bytes > 0:
+            pcap_set_buffer_size(cap.p, buffer_bytes)
+        if immediate:
+            pcap_set_immediate_mode(cap.p, 1)
+        if pcap_set_tstamp_precision(cap.p, PCAP_TSTAMP_PRECISION_NANO) != 0:
+            mult = 1000
+        rc = pcap_activate(cap.p)
+        warning = None
+        if rc < 0:
+            msg = pcap_statustostr(rc).decode(errors="replace")
+            detail = pcap_geterr(cap.p).decode(errors="replace")
+            pcap_close(cap.p)
+            cap.p = NULL
+            raise PcapError(f"{msg}: {detail}" if detail else msg, rc)
+        elif rc > 0:
+            warning = pcap_statustostr(rc).decode(errors="replace")
+        if pcap_get_tstamp_precision(cap.p) != PCAP_TSTAMP_PRECISION_NANO:
+            mult = 1000
+        cap.name = device
+        cap.live = True
+        cap._init_handle(iface, mult)
+        return cap, warning
+
+    def set_filter(self, str expression):
+        """Compile and install a BPF filter; raises PcapError with libpcap's reason."""
+        cdef bpf_program prog
+        cdef bytes bexpr = expression.encode()
+        self._check_open()
+        if pcap_compile(self.p, &prog, bexpr, 1, PCAP_NETMASK_UNKNOWN) != 0:
+            raise PcapError(pcap_geterr(self.p).decode(errors="replace"))
+        rc = pcap_setfilter(self.p, &prog)
+        pcap_freecode(&prog)
+        if rc != 0:
+            raise PcapError(pcap_geterr(self.p).decode(errors="replace"))
+
+    def fill(self, unsigned char[::1] buf, Py_ssize_t start=0):
+        """Read frames into records buf[start:] until it is full or the source pauses.
+
+        buf holds whole pkt_record_t records (len(buf) % RECORD_SIZE == 0).
+        Returns (records written, FILL_* status); on FILL_ERROR the message is
+        in .error and the records written before the error are still valid.
+        """
+        cdef Py_ssize_t cap_records
+        cdef int rc = 0
+        cdef int status
+        self._check_open()
+        if buf.shape[0] % sizeof(pkt_record_t):
+            raise ValueError(f"buffer of {buf.shape[0]} bytes is not a whole number of "
+                             f"{sizeof(pkt_record_t)}-byte records")
+        cap_records = buf.shape[0] // sizeof(pkt_record_t)
+        if start < 0 or start > cap_records:
+            raise ValueError(f"start {start} outside a buffer of {cap_records} records")
+        if start == cap_records:
+            return 0, FILL_FULL
+        self.ctx.out = <pkt_record_t*>&buf[0]
+        self.ctx.n = start
+        self.ctx.cap = cap_records
+        with nogil:
+            while self.ctx.n < self.ctx.cap:
+                rc = pcap_dispatch(self.p, <int>min(self.ctx.cap - self.ctx.n, 0x7FFFFFFF),
+                                   on_packet, <unsigned char*>&self.ctx)
+                if rc <= 0 or self.live:
+                    break
+        n = self.ctx.n - start
+        self.packets += n
+        self.caplen_bytes = self.ctx.caplen_sum
+        self.ctx.out = NULL
+        if rc == PCAP_ERROR_BREAK:
+            status = FILL_BREAK
+        elif rc < 0:
+            self.error = pcap_geterr(self.p).decode(errors="replace")
+            status = FILL_ERROR
+        elif self.ctx.n == self.ctx.cap:
+            status = FILL_FULL
+        elif self.live:
+            status = FILL_TIMEOUT
+        else:
+            status = FILL_EOF
+        return n, status
+
+    def breakloop(self):
+        """Make a fill() in progress (in another thread) return FILL_BREAK."""
+        if self.p != NULL:
+            pcap_breakloop(self.p)
+
+    def stats(self):
+        """(received, dropped, if_dropped) from libpcap; (0, 0, 0) for savefiles."""
+        cdef pcap_stat st
+        self._check_open()
+        if not self.live:
+            return 0, 0, 0
+        if pcap_stats(self.p, &st) != 0:
+            raise PcapError(pcap_geterr(self.p).decode(errors="replace"))
+        return st.ps_recv, st.ps_drop, st.ps_ifdrop
+
+    def file_offset(self):
+        """Byte offset that libpcap's reader has reached in a savefile."""
+        self._check_open()
+        if self.live:
+            raise ValueError("not a savefile")
+        return ftell(pcap_file(self.p))
+
+    def fileno(self):
+        """The selectable file descriptor of a live handle (-1 if none)."""
+        self._check_open()
+        return pcap_get_selectable_fd(self.p)
+
+    def close(self):
+        """Release the libpcap handle (idempotent)."""
+        if self.p != NULL:
+            pcap_close(self.p)
+            self.p = NULL
+
+    cdef _check_open(self):
+        if self.p == NULL:
+            raise ValueError("capture handle is closed")

@@ -1,0 +1,53 @@
+"""Build pt-engine: the Cython core (ext/) lands inside the engine package as engine._core."""
+import os
+import shutil
+import sys
+import sysconfig
+
+from setuptools import Extension, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEBUG = os.environ.get("PT_ENGINE_DEBUG") == "1"
+
+
+def _require(condition, message):
+    if not condition:
+        raise RuntimeError(message)
+
+
+def _find_pcap_header():
+    for d in ("/usr/include", "/usr/local/include", "/opt/homebrew/include"):
+        if os.path.exists(os.path.join(d, "pcap", "pcap.h")):
+            return True
+    return False
+
+
+def _extensions():
+    building = any(a.startswith(("build", "bdist", "install", "develop", "editable"))
+                   for a in sys.argv[1:])
+    if building:
+        cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+        _require(shutil.which(cc) or shutil.which("cc"),
+                 f"pt-engine needs a C compiler ({cc}) to build its core: "
+                 "install one (Debian: apt-get install build-essential).")
+        _require(_find_pcap_header(),
+                 "pt-engine needs libpcap's headers (pcap/pcap.h) to build its core: "
+                 "install them (Debian: apt-get install libpcap-dev).")
+    try:
+        from Cython.Build import cythonize
+    except ImportError as err:
+        raise RuntimeError("pt-engine needs Cython >= 3 to build its core: "
+                           "pip install 'cython>=3'.") from err
+    ext = Extension(
+        "engine._core",
+        ["ext/_core.pyx"],
+        libraries=["pcap"],
+        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
+        define_macros=[("CYTHON_TRACE_NOGIL", "1")] if DEBUG else [],
+    )
+    directives = {"linetrace": True} if DEBUG else {}
+    return cythonize([ext], include_path=[os.path.join(ROOT, "ext")],
+                     compiler_directives=directives, annotate=DEBUG)
+
+
+setup(ext_modules=_extensions())
