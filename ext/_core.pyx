@@ -71,7 +71,8 @@ def reduce_records(records, Py_ssize_t start, Py_ssize_t stop, uint64_t win_end_
     """Count records[start:stop] until one with ts_ns >= win_end_ns; return its index.
 
     counters: uint64 (COUNTER_ROWS, 4); classes: uint64 (4, 2); touched: uint32
-    (COUNTER_ROWS,); state: uint64 (>= 2,), state[0] = touched rows so far.
+    (COUNTER_ROWS,); state: uint64 (>= 4,): [0] touched rows so far, [1] error
+    flag (out), [2] window start ns (in), [3] late records, ts < window start (in/out).
     Raises ValueError for bad shapes, or for a record no parser writes.
     """
     cdef const unsigned char[::1] rec_bytes = records.view("u1").reshape(-1)
@@ -85,8 +86,8 @@ def reduce_records(records, Py_ssize_t start, Py_ssize_t stop, uint64_t win_end_
                          f"({counters.shape[0]}, {counters.shape[1]})")
     if classes.shape[0] != N_CLASSES or classes.shape[1] != 2:
         raise ValueError(f"classes must be ({N_CLASSES}, 2)")
-    if touched.shape[0] < N_COUNTER_ROWS or state.shape[0] < 2:
-        raise ValueError(f"touched needs {N_COUNTER_ROWS} entries and state 2")
+    if touched.shape[0] < N_COUNTER_ROWS or state.shape[0] < 4:
+        raise ValueError(f"touched needs {N_COUNTER_ROWS} entries and state 4")
     if state[0] > N_COUNTER_ROWS:
         raise ValueError(f"state[0] = {state[0]} exceeds {N_COUNTER_ROWS}")
     if not (0 <= start <= stop <= n_records):

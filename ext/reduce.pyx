@@ -39,7 +39,9 @@ cdef Py_ssize_t reduce_kernel(const pkt_record_t* recs, Py_ssize_t i, Py_ssize_t
     """Count records [i, stop) until one has ts_ns >= win_end_ns; return its index.
 
     state[0] is the number of touched rows; state[1] is set to 1 when a record
-    is not one the parser can write (bad class or protocol): counting stops at it.
+    is not one the parser can write (bad class or protocol): counting stops at it;
+    state[2] is the window start: records before it are late, counted in this
+    window all the same, and added up in state[3].
     """
     cdef const pkt_record_t* r
     cdef uint32_t base
@@ -50,6 +52,8 @@ cdef Py_ssize_t reduce_kernel(const pkt_record_t* recs, Py_ssize_t i, Py_ssize_t
         if r.pkt_class >= N_CLASSES or (r.pkt_class == CLASS_PORTED and PROTO_ROW[r.proto] == 255):
             state[1] = 1
             break
+        if r.ts_ns < state[2]:
+            state[3] += 1
         classes[r.pkt_class * 2] += 1
         classes[r.pkt_class * 2 + 1] += r.wire_len
         if r.pkt_class == CLASS_PORTED:

@@ -1,0 +1,6 @@
+"""`python -m engine` = `pt-engine`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

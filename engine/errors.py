@@ -1,0 +1,38 @@
+"""The one exception hierarchy of pt-engine.
+
+Every operational failure is an EngineError subclass whose message names the
+object at fault (path, interface, link type, BPF text, option). ``cli.main``
+prints it as one line; a traceback always means a bug.
+"""
+
+
+class EngineError(Exception):
+    """Base of every error pt-engine reports to its user."""
+
+    exit_code = 1
+
+
+class ConfigError(EngineError):
+    """A bad option, port spec, or config value (exit status 2)."""
+
+    exit_code = 2
+
+
+class CaptureError(EngineError):
+    """A capture source cannot be opened or read."""
+
+
+class UnsupportedLinkType(CaptureError):
+    """The source's link type is not one counting-rules section 1 decodes."""
+
+
+class TruncatedCapture(CaptureError):
+    """A capture file ends in the middle of a record."""
+
+
+class TransportError(EngineError):
+    """A capture process or the shared-memory hand-off failed."""
+
+
+class SinkError(EngineError):
+    """The output (stdout, file, UNIX socket) cannot be written."""

@@ -1,0 +1,288 @@
+"""Packet sources: where frames come from (capture files now, live devices later).
+
+A source fills record buffers (RECORD_DTYPE bytes, normally a shared-memory
+slot) and classifies its own failures into EngineError subclasses. Two
+backends share one interface:
+
+* native (default): ``engine._core.Capture`` drives libpcap's pcap_dispatch
+  and parses in C; no Python per packet.
+* reference (``PT_ENGINE_PUREPYTHON=1``): pcapy-ng's ``next()`` and the
+  pure-Python parser in ``engine._reference``; slow, for cross-checking.
+
+This is the only module that imports pcapy. Bytes are always wire lengths
+(the record's original length), never captured lengths.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import records
+from .errors import CaptureError, ConfigError, TruncatedCapture, UnsupportedLinkType
+
+try:
+    from . import _core
+except ImportError as err:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "pt-engine's native core (engine._core) is not built: run `pip install .` "
+        "(needs a C compiler and libpcap-dev)") from err
+
+# fill() outcomes, shared by both backends.
+FILL_FULL, FILL_EOF, FILL_TIMEOUT, FILL_BREAK, FILL_ERROR = (
+    _core.FILL_FULL, _core.FILL_EOF, _core.FILL_TIMEOUT, _core.FILL_BREAK, _core.FILL_ERROR)
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("pcap", "<"), b"\xa1\xb2\xc3\xd4": ("pcap", ">"),
+    b"\x4d\x3c\xb2\xa1": ("pcap", "<"), b"\xa1\xb2\x3c\x4d": ("pcap", ">"),
+}
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+PCAP_FILE_HEADER = 24
+PCAP_RECORD_HEADER = 16
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """Counters a source keeps; all monotonic over the source's life."""
+
+    received: int = 0           # libpcap ps_recv (live); frames read (files)
+    dropped: int = 0            # libpcap ps_drop: no room in the kernel buffer
+    if_dropped: int = 0         # libpcap ps_ifdrop: dropped by the interface
+    transport_dropped: int = 0  # frames read but with no free slot to hand them on
+
+
+def use_reference_backend() -> bool:
+    """True when PT_ENGINE_PUREPYTHON=1 selects the pure-Python backend."""
+    return os.environ.get("PT_ENGINE_PUREPYTHON") == "1"
+
+
+def sniff_format(path: str) -> str:
+    """'pcap' or 'pcapng' from the magic number; raises CaptureError otherwise."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CaptureError(f"{path}: is a directory, not a capture file") from None
+    except PermissionError:
+        raise CaptureError(f"{path}: permission denied") from None
+    except OSError as err:
+        raise CaptureError(f"{path}: cannot read ({err.strerror})") from err
+    if magic in PCAP_MAGICS:
+        return "pcap"
+    if magic == PCAPNG_MAGIC:
+        return "pcapng"
+    if len(magic) < 4:
+        raise CaptureError(f"{path}: not a capture file ({len(magic)} bytes, too short "
+                           "for a pcap or pcapng header)")
+    raise CaptureError(f"{path}: not a pcap or pcapng capture (magic number {magic.hex()})")
+
+
+def pcapng_interfaces(path: str) -> list[tuple[int, int]]:
+    """(link type, snapshot length) of every interface description block, in file order."""
+    found = []
+    with open(path, "rb") as fh:
+        order = "<"
+        while True:
+            head = fh.read(12)
+            if len(head) < 12:
+                return found
+            btype = struct.unpack(order + "I", head[:4])[0]
+            if btype == 0x0A0D0D0A:
+                order = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+            blen = struct.unpack(order + "I", head[4:8])[0]
+            if btype == 1:
+                body = fh.read(8)
+                if len(body) < 4:
+                    return found
+                linktype, = struct.unpack(order + "H", head[8:10])
+                snaplen, = struct.unpack(order + "I", body[:4])
+                found.append((linktype, snaplen))
+                fh.seek(blen - 20, os.SEEK_CUR)
+            elif blen < 12:
+                return found
+            else:
+                fh.seek(blen - 12, os.SEEK_CUR)
+
+
+def _describe(linktypes) -> str:
+    return ", ".join(f"{lt} ({records.linktype_name(lt)})" for lt in linktypes)
+
+
+def check_linktype(path: str, linktype: int) -> None:
+    """Raise UnsupportedLinkType unless counting-rules section 1 decodes `linktype`."""
+    if linktype not in records.SUPPORTED_LINKTYPES:
+        raise UnsupportedLinkType(
+            f"{path}: unsupported link type {linktype} ({records.linktype_name(linktype)}); "
+            f"pt-engine decodes {_describe(sorted(set(records.SUPPORTED_LINKTYPES)))}")
+
+
+_TRUNC = re.compile(r"truncated dump file|truncated (pcapng|block)|block .* past end of file", re.I)
+
+
+def classify_read_error(path: str, fmt: str, message: str, packets: int,
+                        caplen_sum: int, file_offset: int | None) -> CaptureError:
+    """Turn libpcap's message about a failed read into a clear CaptureError."""
+    if "different from the type of the first interface" in message or \
+            "different from the snapshot length of the first interface" in message:
+        ifaces = pcapng_interfaces(path)
+        linktypes = list(dict.fromkeys(lt for lt, _ in ifaces))
+        if len(linktypes) > 1:
+            bad = [lt for lt in linktypes if lt not in records.SUPPORTED_LINKTYPES]
+            extra = f"; unsupported: {_describe(bad)}" if bad else ""
+            return UnsupportedLinkType(
+                f"{path}: pcapng interfaces of differing link types {_describe(linktypes)}"
+                f"{extra}; pt-engine reads files whose interfaces share one link type "
+                f"(refused after {packets} packets)")
+        snaps = sorted(set(s for _, s in ifaces))
+        return UnsupportedLinkType(
+            f"{path}: pcapng interfaces with differing snapshot lengths "
+            f"{', '.join(map(str, snaps))}; libpcap reads files whose interfaces share one "
+            f"(refused after {packets} packets)")
+    if _TRUNC.search(message):
+        if fmt == "pcap":
+            where = PCAP_FILE_HEADER + PCAP_RECORD_HEADER * packets + caplen_sum
+            return TruncatedCapture(
+                f"{path}: capture cut off in record {packets + 1} starting at byte {where} "
+                f"({message}); {packets} packets before it were counted")
+        return TruncatedCapture(
+            f"{path}: capture cut off near byte {file_offset} after {packets} packets "
+            f"({message}); those packets were counted")
+    return CaptureError(f"{path}: read failed after {packets} packets: {message}")
+
+
+class FileSource:
+    """A capture file read by the native core. Opening validates everything.
+
+    Raises CaptureError (missing, unreadable, not a capture), UnsupportedLinkType,
+    or ConfigError for a BPF expression libpcap rejects.
+    """
+
+    kind = "file"
+
+    def __init__(self, path: str, iface: int = 0, bpf: str | None = None):
+        self.path = path
+        self.iface = iface
+        self.format = sniff_format(path)
+        self._cap = self._open(path, iface)
+        self.linktype = self._cap.linktype
+        self.snaplen = self._cap.snaplen
+        check_linktype(path, self.linktype)
+        if bpf:
+            self._set_filter(bpf)
+
+    def _open(self, path, iface):
+        try:
+            return _core.Capture.open_file(path, iface)
+        except _core.PcapError as err:
+            raise self._open_error(str(err)) from None
+
+    def _open_error(self, message: str) -> CaptureError:
+        if "truncated dump file" in message or "truncated" in message.lower():
+            return TruncatedCapture(f"{self.path}: capture file header cut off ({message})")
+        return CaptureError(f"{self.path}: cannot open capture: {message}")
+
+    def _set_filter(self, bpf: str) -> None:
+        try:
+            self._cap.set_filter(bpf)
+        except _core.PcapError as err:
+            raise ConfigError(f"--filter {bpf!r}: {err}") from None
+
+    def describe(self) -> dict:
+        """The source as the stream's hello record lists it."""
+        return {"iface": self.iface, "kind": self.kind, "name": self.path,
+                "format": self.format, "linktype": self.linktype,
+                "linktype_name": records.linktype_name(self.linktype),
+                "snaplen": self.snaplen}
+
+    def fill(self, buf) -> tuple[int, int]:
+        """Parse frames into the record bytes `buf`; returns (records, FILL_*)."""
+        return self._cap.fill(buf)
+
+    def failure(self) -> CaptureError:
+        """The error behind the last FILL_ERROR, classified."""
+        offset = self._cap.file_offset()
+        return classify_read_error(self.path, self.format, self._cap.error or "",
+                                   self._cap.packets, self._cap.caplen_bytes, offset)
+
+    def stats(self) -> SourceStats:
+        """Frames read so far (files have no kernel drop counters)."""
+        return SourceStats(received=self._cap.packets)
+
+    def close(self) -> None:
+        """Release the libpcap handle."""
+        self._cap.close()
+
+
+class ReferenceFileSource(FileSource):
+    """The same file read through pcapy-ng ``next()`` and engine._reference (slow)."""
+
+    def __init__(self, path: str, iface: int = 0, bpf: str | None = None):
+        import pcapy
+        from . import _reference
+        self._pcapy = pcapy
+        self._parse = _reference.parse_batch
+        self._packets = 0
+        self._caplen_sum = 0
+        self._error = None
+        super().__init__(path, iface, bpf)
+
+    def _open(self, path, iface):
+        try:
+            reader = self._pcapy.open_offline(path)
+        except self._pcapy.PcapError as err:
+            raise self._open_error(str(err)) from None
+        self._reader = reader
+        return _PcapyInfo(reader.datalink(), reader.snapshot() if hasattr(reader, "snapshot") else 0)
+
+    def _set_filter(self, bpf: str) -> None:
+        try:
+            self._reader.setfilter(bpf)
+        except self._pcapy.PcapError as err:
+            raise ConfigError(f"--filter {bpf!r}: {err}") from None
+
+    def fill(self, buf) -> tuple[int, int]:
+        out = np.frombuffer(buf, dtype=records.RECORD_DTYPE)
+        one = np.zeros(1, np.uint32)
+        for i in range(len(out)):
+            try:
+                hdr, data = self._reader.next()
+            except self._pcapy.PcapError as err:
+                self._error = str(err)
+                return i, FILL_ERROR
+            if hdr is None:
+                return i, FILL_EOF
+            sec, usec = hdr.getts()
+            caplen = hdr.getcaplen()
+            self._parse(self.linktype, data, one * 0, one + caplen, one + hdr.getlen(),
+                        np.array([sec * 1_000_000_000 + usec * 1000], np.uint64),
+                        self.iface, out[i:i + 1])
+            self._packets += 1
+            self._caplen_sum += caplen
+        return len(out), FILL_FULL
+
+    def failure(self) -> CaptureError:
+        return classify_read_error(self.path, self.format, self._error or "", self._packets,
+                                   self._caplen_sum, None)
+
+    def stats(self) -> SourceStats:
+        return SourceStats(received=self._packets)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+@dataclass(frozen=True)
+class _PcapyInfo:
+    linktype: int
+    snaplen: int
+
+
+def open_file(path: str, iface: int = 0, bpf: str | None = None) -> FileSource:
+    """Open a capture file with the active backend (see module docstring)."""
+    cls = ReferenceFileSource if use_reference_backend() else FileSource
+    return cls(path, iface, bpf)

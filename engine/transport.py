@@ -1,0 +1,142 @@
+"""Shared-memory hand-off of parsed records from capture processes to the aggregator.
+
+Layout. Each capture process gets one segment (``multiprocessing.shared_memory``)
+holding ``slots`` slots of ``slot_records`` records each; a record is a
+RECORD_DTYPE / pkt_record_t of 56 bytes (ext/records.pxd), so slot k starts
+at byte ``k * slot_records * 56``. No header: the slot protocol travels on a
+pipe, one small message per batch, never packet data:
+
+    capture -> aggregator   BATCH  slot, records           (slot now owned by the aggregator)
+                            DONE   kind, stats, message    (end of source or its error)
+    aggregator -> capture   FREE   slot                    (slot owned by the capture again)
+
+A capture process fills slots in round-robin order and never has more than
+``slots`` batches in flight, so the two sides never touch the same slot.
+
+Lifetime. The pipeline (the creator) makes every segment before it forks the
+capture processes and unlinks the name at once: the children inherit the
+mapping across fork, and nothing can leak in /dev/shm even if every process
+is killed with SIGKILL. Children only ever close() their view.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from .errors import TransportError
+from .records import RECORD_DTYPE
+
+MSG_BATCH = 1
+MSG_DONE = 2
+_BATCH = struct.Struct("<BII")       # type, slot, records
+_FREE = struct.Struct("<I")          # slot
+
+
+class Ring:
+    """One capture process's slots in a shared-memory segment (see module doc)."""
+
+    def __init__(self, slots: int, slot_records: int):
+        if slots < 2 or slot_records < 1:
+            raise ValueError(f"a ring needs >= 2 slots of >= 1 record, not {slots} x {slot_records}")
+        self.slots = slots
+        self.slot_records = slot_records
+        size = slots * slot_records * RECORD_DTYPE.itemsize
+        try:
+            self._shm = shared_memory.SharedMemory(create=True, size=size)
+        except OSError as err:
+            raise TransportError(f"cannot create a {size >> 20} MiB shared-memory segment "
+                                 f"({err.strerror}); is /dev/shm full?") from err
+        self.name = self._shm.name
+        self._shm.unlink()   # the mapping lives on in this process and its forks
+        self.records = np.ndarray((slots, slot_records), dtype=RECORD_DTYPE, buffer=self._shm.buf)
+
+    def slot_bytes(self, slot: int) -> memoryview:
+        """Writable bytes of one slot, for Capture.fill()."""
+        return self._shm.buf[slot * self.slot_records * RECORD_DTYPE.itemsize:
+                             (slot + 1) * self.slot_records * RECORD_DTYPE.itemsize]
+
+    def close(self) -> None:
+        """Drop this process's mapping; arrays built on it must be gone first."""
+        self.records = None
+        try:
+            self._shm.close()
+        except BufferError:
+            pass   # a caller still holds a view; the mapping goes with the process
+
+
+@dataclass
+class Done:
+    """A source's last word: 'eof' or 'error' (with the error's class and message)."""
+
+    kind: str
+    stats: dict
+    error_class: str | None = None
+    message: str | None = None
+
+
+class Producer:
+    """The capture-process end: hands slots over and takes them back."""
+
+    def __init__(self, ring: Ring, conn):
+        self.ring = ring
+        self.conn = conn
+        self._next = 0
+        self._in_flight = 0
+
+    def acquire(self) -> int:
+        """The next slot to fill, waiting for the aggregator to free one if needed."""
+        while self._in_flight >= self.ring.slots:
+            self._take_free()
+        return self._next
+
+    def _take_free(self) -> None:
+        try:
+            self.conn.recv_bytes()
+        except (EOFError, OSError) as err:
+            raise TransportError("the aggregator went away") from err
+        self._in_flight -= 1
+
+    def publish(self, slot: int, n: int) -> None:
+        """Hand `n` records in `slot` to the aggregator."""
+        self.conn.send_bytes(_BATCH.pack(MSG_BATCH, slot, n))
+        self._in_flight += 1
+        self._next = (slot + 1) % self.ring.slots
+
+    def finish(self, done: Done) -> None:
+        """Tell the aggregator this source is over."""
+        self.conn.send_bytes(bytes([MSG_DONE]) + json.dumps(done.__dict__).encode())
+
+
+class Consumer:
+    """The aggregator end of one capture process's ring."""
+
+    def __init__(self, ring: Ring, conn):
+        self.ring = ring
+        self.conn = conn
+
+    def receive(self):
+        """Block for the next message: (slot, n) for a batch, or a Done.
+
+        Raises TransportError if the capture process died without a word.
+        """
+        try:
+            msg = self.conn.recv_bytes()
+        except (EOFError, OSError) as err:
+            raise TransportError("capture process ended without finishing its source") from err
+        if msg[0] == MSG_BATCH:
+            _, slot, n = _BATCH.unpack(msg)
+            return slot, n
+        if msg[0] == MSG_DONE:
+            return Done(**json.loads(msg[1:]))
+        raise TransportError(f"unknown message type {msg[0]} from a capture process")
+
+    def release(self, slot: int) -> None:
+        """Give a consumed slot back to its capture process."""
+        try:
+            self.conn.send_bytes(_FREE.pack(slot))
+        except (BrokenPipeError, OSError):
+            pass   # the producer is gone; its remaining batches are still ours to read

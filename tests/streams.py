@@ -1,0 +1,34 @@
+"""Running `pt-engine read` from tests and reading back its stream."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine import stream
+from engine.cli import main
+
+SHARED_PCAPS = Path(__file__).resolve().parents[2] / "shared" / "pcaps"
+if not SHARED_PCAPS.is_dir():   # CI clones main with shared/ beside it
+    SHARED_PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "pcaps"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def read_stream(tmp_path: Path, *args: str, fmt: str = "msgpack") -> tuple[int, list[dict], bytes]:
+    """Run `pt-engine read ARGS` in-process; returns (status, records, raw bytes)."""
+    out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}.{fmt}"
+    status = main(["read", *args, "--output", str(out), "--format", fmt])
+    raw = out.read_bytes() if out.exists() else b""
+    return status, stream.decode(raw, fmt), raw
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m engine ARGS` as a user would; returns the completed process."""
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def counters(record: dict) -> dict:
+    """The parts of a summary that .expected.json files hold."""
+    return {"totals": record["totals"], "classes": record["classes"], "ports": record["ports"]}
