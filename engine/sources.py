@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass
 
@@ -60,8 +61,11 @@ def use_reference_backend() -> bool:
 
 
 def sniff_format(path: str) -> str:
-    """'pcap' or 'pcapng' from the magic number; raises CaptureError otherwise."""
+    """'pcap' or 'pcapng' from the magic number, 'stream' for a pipe (libpcap will
+    tell); raises CaptureError for anything that is not a capture."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+            return "stream"
         with open(path, "rb") as fh:
             magic = fh.read(4)
     except FileNotFoundError:
@@ -124,35 +128,38 @@ def check_linktype(path: str, linktype: int) -> None:
 _TRUNC = re.compile(r"truncated dump file|truncated (pcapng|block)|block .* past end of file", re.I)
 
 
-def classify_read_error(path: str, fmt: str, message: str, packets: int,
+def classify_read_error(path: str, name: str, fmt: str, message: str, packets: int,
                         caplen_sum: int, file_offset: int | None) -> CaptureError:
-    """Turn libpcap's message about a failed read into a clear CaptureError."""
-    if "different from the type of the first interface" in message or \
-            "different from the snapshot length of the first interface" in message:
+    """Turn libpcap's message about a failed read of `path` (called `name`) into a
+    clear CaptureError."""
+    if fmt != "stream" and (
+            "different from the type of the first interface" in message or
+            "different from the snapshot length of the first interface" in message):
         ifaces = pcapng_interfaces(path)
         linktypes = list(dict.fromkeys(lt for lt, _ in ifaces))
         if len(linktypes) > 1:
             bad = [lt for lt in linktypes if lt not in records.SUPPORTED_LINKTYPES]
             extra = f"; unsupported: {_describe(bad)}" if bad else ""
             return UnsupportedLinkType(
-                f"{path}: pcapng interfaces of differing link types {_describe(linktypes)}"
+                f"{name}: pcapng interfaces of differing link types {_describe(linktypes)}"
                 f"{extra}; pt-engine reads files whose interfaces share one link type "
                 f"(refused after {packets} packets)")
         snaps = sorted(set(s for _, s in ifaces))
         return UnsupportedLinkType(
-            f"{path}: pcapng interfaces with differing snapshot lengths "
+            f"{name}: pcapng interfaces with differing snapshot lengths "
             f"{', '.join(map(str, snaps))}; libpcap reads files whose interfaces share one "
             f"(refused after {packets} packets)")
     if _TRUNC.search(message):
         if fmt == "pcap":
             where = PCAP_FILE_HEADER + PCAP_RECORD_HEADER * packets + caplen_sum
             return TruncatedCapture(
-                f"{path}: capture cut off in record {packets + 1} starting at byte {where} "
+                f"{name}: capture cut off in record {packets + 1} starting at byte {where} "
                 f"({message}); {packets} packets before it were counted")
+        near = f" near byte {file_offset}" if file_offset is not None and file_offset >= 0 else ""
         return TruncatedCapture(
-            f"{path}: capture cut off near byte {file_offset} after {packets} packets "
+            f"{name}: capture cut off{near} after {packets} packets "
             f"({message}); those packets were counted")
-    return CaptureError(f"{path}: read failed after {packets} packets: {message}")
+    return CaptureError(f"{name}: read failed after {packets} packets: {message}")
 
 
 class FileSource:
@@ -164,14 +171,16 @@ class FileSource:
 
     kind = "file"
 
-    def __init__(self, path: str, iface: int = 0, bpf: str | None = None):
+    def __init__(self, path: str, iface: int = 0, bpf: str | None = None,
+                 name: str | None = None):
         self.path = path
+        self.name = name or path   # what messages call it ('-' for standard input)
         self.iface = iface
         self.format = sniff_format(path)
         self._cap = self._open(path, iface)
         self.linktype = self._cap.linktype
         self.snaplen = self._cap.snaplen
-        check_linktype(path, self.linktype)
+        check_linktype(self.name, self.linktype)
         if bpf:
             self._set_filter(bpf)
 
@@ -182,9 +191,11 @@ class FileSource:
             raise self._open_error(str(err)) from None
 
     def _open_error(self, message: str) -> CaptureError:
-        if "truncated dump file" in message or "truncated" in message.lower():
-            return TruncatedCapture(f"{self.path}: capture file header cut off ({message})")
-        return CaptureError(f"{self.path}: cannot open capture: {message}")
+        if "unknown file format" in message:
+            return CaptureError(f"{self.name}: not a pcap or pcapng capture ({message})")
+        if "truncated" in message.lower():
+            return TruncatedCapture(f"{self.name}: capture file header cut off ({message})")
+        return CaptureError(f"{self.name}: cannot open capture: {message}")
 
     def _set_filter(self, bpf: str) -> None:
         try:
@@ -194,7 +205,7 @@ class FileSource:
 
     def describe(self) -> dict:
         """The source as the stream's hello record lists it."""
-        return {"iface": self.iface, "kind": self.kind, "name": self.path,
+        return {"iface": self.iface, "kind": self.kind, "name": self.name,
                 "format": self.format, "linktype": self.linktype,
                 "linktype_name": records.linktype_name(self.linktype),
                 "snaplen": self.snaplen}
@@ -206,7 +217,7 @@ class FileSource:
     def failure(self) -> CaptureError:
         """The error behind the last FILL_ERROR, classified."""
         offset = self._cap.file_offset()
-        return classify_read_error(self.path, self.format, self._cap.error or "",
+        return classify_read_error(self.path, self.name, self.format, self._cap.error or "",
                                    self._cap.packets, self._cap.caplen_bytes, offset)
 
     def stats(self) -> SourceStats:
@@ -221,7 +232,8 @@ class FileSource:
 class ReferenceFileSource(FileSource):
     """The same file read through pcapy-ng ``next()`` and engine._reference (slow)."""
 
-    def __init__(self, path: str, iface: int = 0, bpf: str | None = None):
+    def __init__(self, path: str, iface: int = 0, bpf: str | None = None,
+                 name: str | None = None):
         import pcapy
         from . import _reference
         self._pcapy = pcapy
@@ -229,7 +241,7 @@ class ReferenceFileSource(FileSource):
         self._packets = 0
         self._caplen_sum = 0
         self._error = None
-        super().__init__(path, iface, bpf)
+        super().__init__(path, iface, bpf, name)
 
     def _open(self, path, iface):
         try:
@@ -266,7 +278,7 @@ class ReferenceFileSource(FileSource):
         return len(out), FILL_FULL
 
     def failure(self) -> CaptureError:
-        return classify_read_error(self.path, self.format, self._error or "", self._packets,
+        return classify_read_error(self.path, self.name, self.format, self._error or "", self._packets,
                                    self._caplen_sum, None)
 
     def stats(self) -> SourceStats:
@@ -282,7 +294,8 @@ class _PcapyInfo:
     snaplen: int
 
 
-def open_file(path: str, iface: int = 0, bpf: str | None = None) -> FileSource:
+def open_file(path: str, iface: int = 0, bpf: str | None = None,
+              name: str | None = None) -> FileSource:
     """Open a capture file with the active backend (see module docstring)."""
     cls = ReferenceFileSource if use_reference_backend() else FileSource
-    return cls(path, iface, bpf)
+    return cls(path, iface, bpf, name)

@@ -6,7 +6,8 @@ RECORD_DTYPE / pkt_record_t of 56 bytes (ext/records.pxd), so slot k starts
 at byte ``k * slot_records * 56``. No header: the slot protocol travels on a
 pipe, one small message per batch, never packet data:
 
-    capture -> aggregator   BATCH  slot, records           (slot now owned by the aggregator)
+    capture -> aggregator   READY  description             (source opened; first message)
+                            BATCH  slot, records           (slot now owned by the aggregator)
                             DONE   kind, stats, message    (end of source or its error)
     aggregator -> capture   FREE   slot                    (slot owned by the capture again)
 
@@ -32,6 +33,7 @@ from .records import RECORD_DTYPE
 
 MSG_BATCH = 1
 MSG_DONE = 2
+MSG_READY = 3
 _BATCH = struct.Struct("<BII")       # type, slot, records
 _FREE = struct.Struct("<I")          # slot
 
@@ -106,6 +108,10 @@ class Producer:
         self._in_flight += 1
         self._next = (slot + 1) % self.ring.slots
 
+    def ready(self, description: dict) -> None:
+        """Tell the aggregator the source is open, and what it is."""
+        self.conn.send_bytes(bytes([MSG_READY]) + json.dumps(description).encode())
+
     def finish(self, done: Done) -> None:
         """Tell the aggregator this source is over."""
         self.conn.send_bytes(bytes([MSG_DONE]) + json.dumps(done.__dict__).encode())
@@ -119,7 +125,7 @@ class Consumer:
         self.conn = conn
 
     def receive(self):
-        """Block for the next message: (slot, n) for a batch, or a Done.
+        """Block for the next message: (slot, n) for a batch, a Done, or a dict (READY).
 
         Raises TransportError if the capture process died without a word.
         """
@@ -132,6 +138,8 @@ class Consumer:
             return slot, n
         if msg[0] == MSG_DONE:
             return Done(**json.loads(msg[1:]))
+        if msg[0] == MSG_READY:
+            return json.loads(msg[1:])
         raise TransportError(f"unknown message type {msg[0]} from a capture process")
 
     def release(self, slot: int) -> None:

@@ -1,0 +1,389 @@
+"""Pure-Python parser and reducer: the test oracle for ``engine._core``.
+
+Same signatures and byte-identical results as the native kernels, written for
+obviousness rather than speed: every frame is decoded by plain slicing of a
+``bytes`` object cut to its captured length, so nothing past the snap length
+can ever be read. Used by the test suite and by ``PT_ENGINE_PUREPYTHON=1``.
+
+The decoding rules are those of ``shared/spec/counting-rules.md``; the class
+and reason numbers are those of ``ext/records.pxd`` (via ``engine.records``).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from engine.records import (
+    N_PORTS,
+    N_PROTOS,
+    PROTO_INDEX,
+    RECORD_DTYPE,
+    REASON_NAMES,
+    SUPPORTED_LINKTYPES,
+    PacketClass,
+    linktype_name,
+)
+
+PORTED = int(PacketClass.PORTED)
+IP_OTHER = int(PacketClass.IP_OTHER)
+NON_IP = int(PacketClass.NON_IP)
+TRUNCATED = int(PacketClass.TRUNCATED)
+
+REASON_OK = REASON_NAMES.index("ok")
+REASON_NON_IP_ETHERTYPE = REASON_NAMES.index("non_ip_ethertype")
+REASON_LLC_FRAME = REASON_NAMES.index("llc_frame")
+REASON_NON_IP_FAMILY = REASON_NAMES.index("non_ip_family")
+REASON_MPLS_NON_IP = REASON_NAMES.index("mpls_non_ip")
+REASON_PPP_NON_IP = REASON_NAMES.index("ppp_non_ip")
+REASON_FRAGMENT = REASON_NAMES.index("fragment")
+REASON_NO_PORTS_PROTO = REASON_NAMES.index("no_ports_protocol")
+REASON_TRUNCATED_LINK = REASON_NAMES.index("truncated_link")
+REASON_BAD_IP_VERSION = REASON_NAMES.index("bad_ip_version")
+REASON_TRUNCATED_IP = REASON_NAMES.index("truncated_ip")
+REASON_BAD_IHL = REASON_NAMES.index("bad_ihl")
+REASON_TRUNCATED_IP_OPTIONS = REASON_NAMES.index("truncated_ip_options")
+REASON_TRUNCATED_EXT_HEADER = REASON_NAMES.index("truncated_ext_header")
+REASON_TRUNCATED_PORTS = REASON_NAMES.index("truncated_ports")
+
+ZERO_ADDR = bytes(16)
+_V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+# Link-layer protocol numbers.
+_VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
+_ETH_IPV4 = 0x0800
+_ETH_IPV6 = 0x86DD
+_ETH_MPLS = (0x8847, 0x8848)
+_ETH_PPPOE_SESSION = 0x8864
+_ETH_MIN_ETHERTYPE = 0x0600  # below: an 802.3 length field (LLC frame)
+_PPP_IPV4 = 0x0021
+_PPP_IPV6 = 0x0057
+_AF_INET = 2
+_AF_INET6 = (10, 24, 28, 30)  # Linux, FreeBSD, macOS, other BSDs
+_AF_IP = (_AF_INET, *_AF_INET6)
+
+# IPv6 extension headers walked (counting-rules section 2).
+_IP6_HOPOPTS, _IP6_ROUTING, _IP6_FRAGMENT, _IP6_AH, _IP6_DSTOPTS = 0, 43, 44, 51, 60
+_IP6_EXT_HEADERS = (_IP6_HOPOPTS, _IP6_ROUTING, _IP6_FRAGMENT, _IP6_AH, _IP6_DSTOPTS)
+
+_LINK_NULL, _LINK_EN10MB, _LINK_LOOP = 0, 1, 108
+_LINK_LINUX_SLL, _LINK_LINUX_SLL2 = 113, 276
+_LINK_IP = (12, 14, 101, 228, 229)  # RAW, IPV4, IPV6: start at the IP header
+
+_COUNTER_ROWS = N_PROTOS * N_PORTS
+
+
+class ParsedFrame(NamedTuple):
+    """The per-frame fields of a record that the parser decides."""
+
+    pkt_class: int
+    reason: int
+    proto: int = 0
+    src_port: int = 0
+    dst_port: int = 0
+    src_addr: bytes = ZERO_ADDR
+    dst_addr: bytes = ZERO_ADDR
+
+
+def _be16(frame: bytes, at: int) -> int:
+    return (frame[at] << 8) | frame[at + 1]
+
+
+def _verdict(pkt_class: int, reason: int) -> ParsedFrame:
+    return ParsedFrame(pkt_class, reason)
+
+
+def check_linktype(linktype: int) -> None:
+    """Refuse a link type the parser does not decode.
+
+    Raises:
+        ValueError: ``linktype`` is not in ``engine.records.SUPPORTED_LINKTYPES``;
+            the message names its number and libpcap name.
+    """
+    if linktype not in SUPPORTED_LINKTYPES:
+        supported = ", ".join(f"{n} ({name})" for n, name in SUPPORTED_LINKTYPES.items())
+        raise ValueError(
+            f"unsupported link type {linktype} ({linktype_name(linktype)}); "
+            f"supported: {supported}")
+
+
+def parse_frame(linktype: int, frame) -> ParsedFrame:
+    """Decode one captured frame (exactly its ``caplen`` bytes).
+
+    Never raises for packet content: a malformed or cut frame gets a class and
+    a reason like any other.
+
+    Raises:
+        ValueError: unsupported ``linktype``.
+    """
+    check_linktype(linktype)
+    frame = bytes(frame)
+    size = len(frame)
+    if linktype == _LINK_EN10MB:
+        if size < 14:
+            return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+        return _ethertype(frame, _be16(frame, 12), 14)
+    if linktype == _LINK_LINUX_SLL:
+        if size < 16:
+            return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+        return _ethertype(frame, _be16(frame, 14), 16)
+    if linktype == _LINK_LINUX_SLL2:
+        if size < 20:
+            return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+        return _ethertype(frame, _be16(frame, 0), 20)
+    if linktype in _LINK_IP:
+        return _ip_version(frame, 0)
+    # NULL / LOOP: a 4-byte address family. NULL is in the capturing host's
+    # byte order, which we do not know, so either order is accepted
+    # (counting-rules section 5); LOOP is always network order.
+    if size < 4:
+        return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+    little = int.from_bytes(frame[:4], "little")
+    big = int.from_bytes(frame[:4], "big")
+    if linktype == _LINK_NULL and little in _AF_IP:
+        family = little
+    elif big in _AF_IP:
+        family = big
+    else:
+        return _verdict(NON_IP, REASON_NON_IP_FAMILY)
+    return _ipv4(frame, 4) if family == _AF_INET else _ipv6(frame, 4)
+
+
+def _ethertype(frame: bytes, ethertype: int, cur: int) -> ParsedFrame:
+    """Dispatch on an EtherType whose payload starts at ``cur``."""
+    size = len(frame)
+    while ethertype in _VLAN_TPIDS:
+        if cur + 4 > size:
+            return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+        ethertype = _be16(frame, cur + 2)
+        cur += 4
+    if ethertype < _ETH_MIN_ETHERTYPE:
+        return _verdict(NON_IP, REASON_LLC_FRAME)
+    if ethertype == _ETH_IPV4:
+        return _ipv4(frame, cur)
+    if ethertype == _ETH_IPV6:
+        return _ipv6(frame, cur)
+    if ethertype in _ETH_MPLS:
+        return _mpls(frame, cur)
+    if ethertype == _ETH_PPPOE_SESSION:
+        return _pppoe(frame, cur)
+    return _verdict(NON_IP, REASON_NON_IP_ETHERTYPE)
+
+
+def _mpls(frame: bytes, cur: int) -> ParsedFrame:
+    """Skip an MPLS label stack (RFC 3032), then guess IP by the version nibble."""
+    size = len(frame)
+    while True:
+        if cur + 4 > size:
+            return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+        bottom_of_stack = frame[cur + 2] & 1
+        cur += 4
+        if bottom_of_stack:
+            break
+    if cur + 1 > size:
+        return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+    version = frame[cur] >> 4
+    if version == 4:
+        return _ipv4(frame, cur)
+    if version == 6:
+        return _ipv6(frame, cur)
+    return _verdict(NON_IP, REASON_MPLS_NON_IP)
+
+
+def _pppoe(frame: bytes, cur: int) -> ParsedFrame:
+    """PPPoE session header (RFC 2516, 6 bytes) plus the 2-byte PPP protocol."""
+    if cur + 8 > len(frame):
+        return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+    ppp_proto = _be16(frame, cur + 6)
+    if ppp_proto == _PPP_IPV4:
+        return _ipv4(frame, cur + 8)
+    if ppp_proto == _PPP_IPV6:
+        return _ipv6(frame, cur + 8)
+    return _verdict(NON_IP, REASON_PPP_NON_IP)
+
+
+def _ip_version(frame: bytes, cur: int) -> ParsedFrame:
+    """RAW / IPV4 / IPV6 link types: the version nibble decides."""
+    if cur + 1 > len(frame):
+        return _verdict(TRUNCATED, REASON_TRUNCATED_IP)
+    version = frame[cur] >> 4
+    if version == 4:
+        return _ipv4(frame, cur)
+    if version == 6:
+        return _ipv6(frame, cur)
+    return _verdict(TRUNCATED, REASON_BAD_IP_VERSION)
+
+
+def _ipv4(frame: bytes, cur: int) -> ParsedFrame:
+    """IPv4 header at ``cur`` (RFC 791); the total-length field is not used."""
+    size = len(frame)
+    if cur + 20 > size:
+        return _verdict(TRUNCATED, REASON_TRUNCATED_IP)
+    if frame[cur] >> 4 != 4:
+        return _verdict(TRUNCATED, REASON_BAD_IP_VERSION)
+    proto = frame[cur + 9]
+    src = _V4_MAPPED_PREFIX + frame[cur + 12:cur + 16]
+    dst = _V4_MAPPED_PREFIX + frame[cur + 16:cur + 20]
+    header_len = (frame[cur] & 0x0F) * 4
+    if header_len < 20:
+        return ParsedFrame(TRUNCATED, REASON_BAD_IHL, proto, 0, 0, src, dst)
+    if cur + header_len > size:
+        return ParsedFrame(TRUNCATED, REASON_TRUNCATED_IP_OPTIONS, proto, 0, 0, src, dst)
+    if _be16(frame, cur + 6) & 0x1FFF:
+        return ParsedFrame(IP_OTHER, REASON_FRAGMENT, proto, 0, 0, src, dst)
+    return _transport(frame, cur + header_len, proto, src, dst)
+
+
+def _ipv6(frame: bytes, cur: int) -> ParsedFrame:
+    """IPv6 header at ``cur`` (RFC 8200) and its extension-header chain."""
+    size = len(frame)
+    if cur + 40 > size:
+        return _verdict(TRUNCATED, REASON_TRUNCATED_IP)
+    if frame[cur] >> 4 != 6:
+        return _verdict(TRUNCATED, REASON_BAD_IP_VERSION)
+    src = frame[cur + 8:cur + 24]
+    dst = frame[cur + 24:cur + 40]
+    next_header = frame[cur + 6]
+    cur += 40
+    while next_header in _IP6_EXT_HEADERS:
+        if cur + 2 > size:
+            return ParsedFrame(TRUNCATED, REASON_TRUNCATED_EXT_HEADER, next_header, 0, 0,
+                               src, dst)
+        if next_header == _IP6_FRAGMENT:
+            header_len = 8
+        elif next_header == _IP6_AH:
+            header_len = (frame[cur + 1] + 2) * 4  # RFC 4302: 4-byte units, minus 2
+        else:
+            header_len = (frame[cur + 1] + 1) * 8  # 8-byte units, not counting the first
+        if cur + header_len > size:
+            return ParsedFrame(TRUNCATED, REASON_TRUNCATED_EXT_HEADER, next_header, 0, 0,
+                               src, dst)
+        if next_header == _IP6_FRAGMENT and _be16(frame, cur + 2) >> 3:
+            return ParsedFrame(IP_OTHER, REASON_FRAGMENT, frame[cur], 0, 0, src, dst)
+        next_header = frame[cur]
+        cur += header_len
+    return _transport(frame, cur, next_header, src, dst)
+
+
+def _transport(frame: bytes, cur: int, proto: int, src: bytes, dst: bytes) -> ParsedFrame:
+    """Ports of a port-bearing protocol (counting-rules section 3)."""
+    if proto not in PROTO_INDEX:
+        return ParsedFrame(IP_OTHER, REASON_NO_PORTS_PROTO, proto, 0, 0, src, dst)
+    if cur + 4 > len(frame):
+        return ParsedFrame(TRUNCATED, REASON_TRUNCATED_PORTS, proto, 0, 0, src, dst)
+    return ParsedFrame(PORTED, REASON_OK, proto, _be16(frame, cur), _be16(frame, cur + 2),
+                       src, dst)
+
+
+def parse_batch(linktype: int, data, offsets, caplens, orig_lens, ts_ns, iface: int,
+                out) -> None:
+    """Parse ``n = len(offsets)`` frames into ``out[0:n]``.
+
+    Frame ``i`` is ``data[offsets[i]:offsets[i] + caplens[i]]``. Each record
+    gets ``ts_ns[i]``, ``iface`` and ``wire_len = max(orig_lens[i], caplens[i])``
+    plus the fields of :func:`parse_frame`; all other bytes are zero. Records
+    past ``n`` are left alone. All arguments are checked before anything is
+    written.
+
+    Raises:
+        ValueError: unsupported ``linktype``; ``caplens``, ``orig_lens`` or
+            ``ts_ns`` not as long as ``offsets``; ``out`` shorter than ``n``;
+            ``data`` not a 1-D byte buffer or a frame reaching past its end;
+            ``iface`` outside 0..65535.
+        TypeError: ``out`` is not an array of ``RECORD_DTYPE``.
+    """
+    check_linktype(linktype)
+    count = len(offsets)
+    for name, array in (("caplens", caplens), ("orig_lens", orig_lens), ("ts_ns", ts_ns)):
+        if len(array) != count:
+            raise ValueError(f"{name} has {len(array)} entries, offsets has {count}")
+    if getattr(out, "dtype", None) != RECORD_DTYPE:
+        raise TypeError(f"out must be an array of RECORD_DTYPE, not {getattr(out, 'dtype', out)!r}")
+    if len(out) < count:
+        raise ValueError(f"out has room for {len(out)} records, {count} frames given")
+    if not 0 <= iface <= 0xFFFF:
+        raise ValueError(f"iface {iface} does not fit in 16 bits")
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        raise ValueError(f"data must be a 1-D byte buffer, not ndim={view.ndim} "
+                         f"itemsize={view.itemsize}")
+    buf = view.tobytes()
+    for i in range(count):
+        end = int(offsets[i]) + int(caplens[i])
+        if end > len(buf):
+            raise ValueError(
+                f"frame {i} (offset {int(offsets[i])}, caplen {int(caplens[i])}) ends at "
+                f"{end}, past the end of data ({len(buf)} bytes)")
+    rows = []
+    for i in range(count):
+        start, caplen = int(offsets[i]), int(caplens[i])
+        parsed = parse_frame(linktype, buf[start:start + caplen])
+        rows.append((
+            int(ts_ns[i]), max(int(orig_lens[i]), caplen), parsed.src_port, parsed.dst_port,
+            parsed.proto, parsed.pkt_class, iface, parsed.reason, (0, 0, 0),
+            tuple(parsed.src_addr), tuple(parsed.dst_addr)))
+    if count:
+        out[:count] = np.array(rows, dtype=RECORD_DTYPE)
+
+
+def reduce_records(records, start: int, stop: int, win_end_ns: int, counters, classes,
+                   touched, state) -> int:
+    """Add ``records[start:stop]`` that fall before ``win_end_ns`` to the counters.
+
+    Consumes records in order while ``ts_ns < win_end_ns``. Each one adds 1 and
+    its ``wire_len`` to ``classes[pkt_class]``; a ported one also adds to the
+    ``in`` columns of the row ``(proto, dst_port)`` and the ``out`` columns of
+    ``(proto, src_port)`` (counting-rules section 4). A row that was all zero
+    before the update is appended to ``touched``, ``state[0]`` counting them, so
+    a row shared by both ports (equal ports) is appended once.
+
+    Args:
+        records: array of ``RECORD_DTYPE``.
+        counters: ``uint64[N_PROTOS * 65536, 4]``, columns ``COUNTER_COLUMNS``;
+            row ``PROTO_INDEX[proto] * 65536 + port``.
+        classes: ``uint64[4, 2]``: packets, bytes per class.
+        touched: ``uint32[N_PROTOS * 65536]`` row numbers, ``state[0]`` of them used.
+        state: ``uint64[4]``; only ``state[0]`` is used here.
+
+    Returns:
+        The index of the first record not consumed (``stop`` if all were).
+
+    Raises:
+        ValueError: a table of the wrong shape, ``state[0]`` beyond ``touched``,
+            ``start``/``stop`` not a range of ``records``, or a record that no
+            parser writes (class out of range, ported with a protocol that
+            has no ports); the records before that one are counted.
+    """
+    shapes = (("counters", counters, (_COUNTER_ROWS, 4)), ("classes", classes, (4, 2)),
+              ("touched", touched, (_COUNTER_ROWS,)), ("state", state, (4,)))
+    for name, table, shape in shapes:
+        if table.shape != shape:
+            raise ValueError(f"{name} has shape {table.shape}, expected {shape}")
+    if state[0] > _COUNTER_ROWS:
+        raise ValueError(f"state[0] = {int(state[0])} exceeds {_COUNTER_ROWS} rows")
+    if not 0 <= start <= stop <= len(records):
+        raise ValueError(f"range [{start}, {stop}) outside {len(records)} records")
+    i = start
+    while i < stop:
+        record = records[i]
+        if int(record["ts_ns"]) >= win_end_ns:
+            break
+        wire_len = int(record["wire_len"])
+        pkt_class = int(record["pkt_class"])
+        proto = int(record["proto"])
+        if pkt_class >= len(classes) or (pkt_class == PORTED and proto not in PROTO_INDEX):
+            raise ValueError(f"record {i} has class {pkt_class} and protocol {proto}, "
+                             "which no parser writes")
+        classes[pkt_class, 0] += 1
+        classes[pkt_class, 1] += wire_len
+        if pkt_class == PORTED:
+            base = PROTO_INDEX[proto] * N_PORTS
+            for row, columns in ((base + int(record["dst_port"]), (0, 1)),
+                                 (base + int(record["src_port"]), (2, 3))):
+                if not counters[row].any():
+                    touched[int(state[0])] = row
+                    state[0] += 1
+                counters[row, columns[0]] += 1
+                counters[row, columns[1]] += wire_len
+        i += 1
+    return i
