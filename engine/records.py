@@ -91,3 +91,17 @@ N_PROTOS = len(PORT_PROTOCOLS)
 N_PORTS = 65536
 # Counter table columns.
 COUNTER_COLUMNS = ("in_packets", "in_bytes", "out_packets", "out_bytes")
+
+
+def _check_native_layout() -> None:
+    """The record layout is written once (records.pxd) and checked here at import."""
+    try:
+        from . import _core
+    except ImportError:
+        return   # engine.sources raises the clear error when the core is needed
+    if _core.RECORD_SIZE != RECORD_DTYPE.itemsize:
+        raise ImportError(f"engine._core was built with {_core.RECORD_SIZE}-byte records, "
+                          f"engine.records expects {RECORD_DTYPE.itemsize}: rebuild (pip install .)")
+
+
+_check_native_layout()
