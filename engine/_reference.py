@@ -18,8 +18,8 @@ from engine.records import (
     N_PORTS,
     N_PROTOS,
     PROTO_INDEX,
-    RECORD_DTYPE,
     REASON_NAMES,
+    RECORD_DTYPE,
     SUPPORTED_LINKTYPES,
     PacketClass,
     linktype_name,
@@ -59,7 +59,7 @@ _ETH_MIN_ETHERTYPE = 0x0600  # below: an 802.3 length field (LLC frame)
 _PPP_IPV4 = 0x0021
 _PPP_IPV6 = 0x0057
 _AF_INET = 2
-_AF_INET6 = (10, 24, 28, 30)  # Linux, FreeBSD, macOS, other BSDs
+_AF_INET6 = (10, 24, 28, 30)  # Linux, NetBSD/OpenBSD, FreeBSD, macOS
 _AF_IP = (_AF_INET, *_AF_INET6)
 
 # IPv6 extension headers walked (counting-rules section 2).
@@ -87,10 +87,6 @@ class ParsedFrame(NamedTuple):
 
 def _be16(frame: bytes, at: int) -> int:
     return (frame[at] << 8) | frame[at + 1]
-
-
-def _verdict(pkt_class: int, reason: int) -> ParsedFrame:
-    return ParsedFrame(pkt_class, reason)
 
 
 def check_linktype(linktype: int) -> None:
@@ -121,15 +117,15 @@ def parse_frame(linktype: int, frame) -> ParsedFrame:
     size = len(frame)
     if linktype == _LINK_EN10MB:
         if size < 14:
-            return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+            return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
         return _ethertype(frame, _be16(frame, 12), 14)
     if linktype == _LINK_LINUX_SLL:
         if size < 16:
-            return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+            return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
         return _ethertype(frame, _be16(frame, 14), 16)
     if linktype == _LINK_LINUX_SLL2:
         if size < 20:
-            return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+            return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
         return _ethertype(frame, _be16(frame, 0), 20)
     if linktype in _LINK_IP:
         return _ip_version(frame, 0)
@@ -137,7 +133,7 @@ def parse_frame(linktype: int, frame) -> ParsedFrame:
     # byte order, which we do not know, so either order is accepted
     # (counting-rules section 5); LOOP is always network order.
     if size < 4:
-        return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+        return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
     little = int.from_bytes(frame[:4], "little")
     big = int.from_bytes(frame[:4], "big")
     if linktype == _LINK_NULL and little in _AF_IP:
@@ -145,7 +141,7 @@ def parse_frame(linktype: int, frame) -> ParsedFrame:
     elif big in _AF_IP:
         family = big
     else:
-        return _verdict(NON_IP, REASON_NON_IP_FAMILY)
+        return ParsedFrame(NON_IP, REASON_NON_IP_FAMILY)
     return _ipv4(frame, 4) if family == _AF_INET else _ipv6(frame, 4)
 
 
@@ -154,11 +150,11 @@ def _ethertype(frame: bytes, ethertype: int, cur: int) -> ParsedFrame:
     size = len(frame)
     while ethertype in _VLAN_TPIDS:
         if cur + 4 > size:
-            return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+            return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
         ethertype = _be16(frame, cur + 2)
         cur += 4
     if ethertype < _ETH_MIN_ETHERTYPE:
-        return _verdict(NON_IP, REASON_LLC_FRAME)
+        return ParsedFrame(NON_IP, REASON_LLC_FRAME)
     if ethertype == _ETH_IPV4:
         return _ipv4(frame, cur)
     if ethertype == _ETH_IPV6:
@@ -167,7 +163,7 @@ def _ethertype(frame: bytes, ethertype: int, cur: int) -> ParsedFrame:
         return _mpls(frame, cur)
     if ethertype == _ETH_PPPOE_SESSION:
         return _pppoe(frame, cur)
-    return _verdict(NON_IP, REASON_NON_IP_ETHERTYPE)
+    return ParsedFrame(NON_IP, REASON_NON_IP_ETHERTYPE)
 
 
 def _mpls(frame: bytes, cur: int) -> ParsedFrame:
@@ -175,52 +171,52 @@ def _mpls(frame: bytes, cur: int) -> ParsedFrame:
     size = len(frame)
     while True:
         if cur + 4 > size:
-            return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+            return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
         bottom_of_stack = frame[cur + 2] & 1
         cur += 4
         if bottom_of_stack:
             break
     if cur + 1 > size:
-        return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+        return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
     version = frame[cur] >> 4
     if version == 4:
         return _ipv4(frame, cur)
     if version == 6:
         return _ipv6(frame, cur)
-    return _verdict(NON_IP, REASON_MPLS_NON_IP)
+    return ParsedFrame(NON_IP, REASON_MPLS_NON_IP)
 
 
 def _pppoe(frame: bytes, cur: int) -> ParsedFrame:
     """PPPoE session header (RFC 2516, 6 bytes) plus the 2-byte PPP protocol."""
     if cur + 8 > len(frame):
-        return _verdict(TRUNCATED, REASON_TRUNCATED_LINK)
+        return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
     ppp_proto = _be16(frame, cur + 6)
     if ppp_proto == _PPP_IPV4:
         return _ipv4(frame, cur + 8)
     if ppp_proto == _PPP_IPV6:
         return _ipv6(frame, cur + 8)
-    return _verdict(NON_IP, REASON_PPP_NON_IP)
+    return ParsedFrame(NON_IP, REASON_PPP_NON_IP)
 
 
 def _ip_version(frame: bytes, cur: int) -> ParsedFrame:
     """RAW / IPV4 / IPV6 link types: the version nibble decides."""
     if cur + 1 > len(frame):
-        return _verdict(TRUNCATED, REASON_TRUNCATED_IP)
+        return ParsedFrame(TRUNCATED, REASON_TRUNCATED_IP)
     version = frame[cur] >> 4
     if version == 4:
         return _ipv4(frame, cur)
     if version == 6:
         return _ipv6(frame, cur)
-    return _verdict(TRUNCATED, REASON_BAD_IP_VERSION)
+    return ParsedFrame(TRUNCATED, REASON_BAD_IP_VERSION)
 
 
 def _ipv4(frame: bytes, cur: int) -> ParsedFrame:
     """IPv4 header at ``cur`` (RFC 791); the total-length field is not used."""
     size = len(frame)
     if cur + 20 > size:
-        return _verdict(TRUNCATED, REASON_TRUNCATED_IP)
+        return ParsedFrame(TRUNCATED, REASON_TRUNCATED_IP)
     if frame[cur] >> 4 != 4:
-        return _verdict(TRUNCATED, REASON_BAD_IP_VERSION)
+        return ParsedFrame(TRUNCATED, REASON_BAD_IP_VERSION)
     proto = frame[cur + 9]
     src = _V4_MAPPED_PREFIX + frame[cur + 12:cur + 16]
     dst = _V4_MAPPED_PREFIX + frame[cur + 16:cur + 20]
@@ -238,9 +234,9 @@ def _ipv6(frame: bytes, cur: int) -> ParsedFrame:
     """IPv6 header at ``cur`` (RFC 8200) and its extension-header chain."""
     size = len(frame)
     if cur + 40 > size:
-        return _verdict(TRUNCATED, REASON_TRUNCATED_IP)
+        return ParsedFrame(TRUNCATED, REASON_TRUNCATED_IP)
     if frame[cur] >> 4 != 6:
-        return _verdict(TRUNCATED, REASON_BAD_IP_VERSION)
+        return ParsedFrame(TRUNCATED, REASON_BAD_IP_VERSION)
     src = frame[cur + 8:cur + 24]
     dst = frame[cur + 24:cur + 40]
     next_header = frame[cur + 6]
@@ -334,7 +330,7 @@ def reduce_records(records, start: int, stop: int, win_end_ns: int, counters, cl
     its ``wire_len`` to ``classes[pkt_class]``; a ported one also adds to the
     ``in`` columns of the row ``(proto, dst_port)`` and the ``out`` columns of
     ``(proto, src_port)`` (counting-rules section 4). A row that was all zero
-    before the update is appended to ``touched``, ``state[0]`` counting them, so
+    before the update (no packets either way) is appended to ``touched``, ``state[0]`` counting them, so
     a row shared by both ports (equal ports) is appended once.
 
     Args:
@@ -343,7 +339,9 @@ def reduce_records(records, start: int, stop: int, win_end_ns: int, counters, cl
             row ``PROTO_INDEX[proto] * 65536 + port``.
         classes: ``uint64[4, 2]``: packets, bytes per class.
         touched: ``uint32[N_PROTOS * 65536]`` row numbers, ``state[0]`` of them used.
-        state: ``uint64[4]``; only ``state[0]`` is used here.
+        state: ``uint64[4]``: [0] rows in ``touched``; [1] unused here (the
+            native error flag); [2] the window start (in): records before it
+            are late, counted all the same and added up in [3].
 
     Returns:
         The index of the first record not consumed (``stop`` if all were).
@@ -374,13 +372,15 @@ def reduce_records(records, start: int, stop: int, win_end_ns: int, counters, cl
         if pkt_class >= len(classes) or (pkt_class == PORTED and proto not in PROTO_INDEX):
             raise ValueError(f"record {i} has class {pkt_class} and protocol {proto}, "
                              "which no parser writes")
+        if int(record["ts_ns"]) < int(state[2]):
+            state[3] += 1
         classes[pkt_class, 0] += 1
         classes[pkt_class, 1] += wire_len
         if pkt_class == PORTED:
             base = PROTO_INDEX[proto] * N_PORTS
             for row, columns in ((base + int(record["dst_port"]), (0, 1)),
                                  (base + int(record["src_port"]), (2, 3))):
-                if not counters[row].any():
+                if counters[row, 0] == 0 and counters[row, 2] == 0:
                     touched[int(state[0])] = row
                     state[0] += 1
                 counters[row, columns[0]] += 1

@@ -39,7 +39,7 @@ def _check_frames(Py_ssize_t nbytes, const uint32_t[::1] offsets, const uint32_t
 
 def parse_batch(int linktype, const unsigned char[::1] data, const uint32_t[::1] offsets,
                 const uint32_t[::1] caplens, const uint32_t[::1] orig_lens,
-                const uint64_t[::1] ts_ns, int iface, out):
+                const uint64_t[::1] ts_ns, uint16_t iface, out):
     """Parse n frames laid out in `data` into records out[0:n] (RECORD_DTYPE array).
 
     Raises ValueError for an unsupported link type or buffers that do not fit.
@@ -62,7 +62,7 @@ def parse_batch(int linktype, const unsigned char[::1] data, const uint32_t[::1]
         for i in range(n):
             parse_frame(linktype, base + offsets[i], caplens[i], orig_lens[i], recs + i)
             recs[i].ts_ns = ts_ns[i]
-            recs[i].iface = <uint16_t>iface
+            recs[i].iface = iface
 
 
 def reduce_records(records, Py_ssize_t start, Py_ssize_t stop, uint64_t win_end_ns,

@@ -280,3 +280,21 @@ def test_standard_input_as_in_tcpdump_r_dash():
     records = stream.decode(proc.stdout, "json")
     assert records[0]["sources"][0]["name"] == "-"
     assert counters(records[-1]) == counters(MANY_EXPECTED)
+
+
+@pytest.mark.parametrize("pure", ["0", "1"], ids=["native", "reference"])
+def test_clock_stepping_back_is_counted_late(tmp_path, monkeypatch, pure):
+    monkeypatch.setenv("PT_ENGINE_PUREPYTHON", pure)
+    second = 1_000_000_000
+    frame = eth() + ipv4("10.0.0.1", "10.0.0.2", 17, udp(4000, 53, b"x"))
+    times = [0, 2 * second + 500_000_000, 1 * second + 200_000_000, 3 * second]
+    path = tmp_path / "steps.pcap"
+    path.write_bytes(pcap_file([(t + 1_700_000_000 * second, frame, None) for t in times],
+                               linktype=1, nano=True))
+    status, records, _ = read_stream(tmp_path, str(path))
+    assert status == 0
+    windows = [(r["start_ns"] // second - 1_700_000_000, r["totals"]["packets"], r["late_packets"])
+               for r in records if r["type"] == "window"]
+    # the 1.2 s packet arrives while [2, 3) is open: counted there, as late
+    assert windows == [(0, 1, 0), (2, 2, 1), (3, 1, 0)]
+    assert records[-1]["late_packets"] == 1 and records[-1]["totals"]["packets"] == 4
