@@ -5,8 +5,9 @@ import argparse
 import sys
 
 from . import __version__
-from .config import Output, PortSpec, ReadOptions, parse_interval
-from .errors import EngineError
+from .config import (Output, PortSpec, ReadOptions, RunOptions, parse_interval,
+                     parse_socket_mode)
+from .errors import ConfigError, EngineError
 
 
 def _version() -> str:
@@ -29,6 +30,29 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("--subscriber-wait", type=float, default=None, metavar="S",
                       help="with --output unix:, give up after S seconds without a "
                            "subscriber (default: wait)")
+
+    run = sub.add_parser("run", help="capture live interfaces",
+                         description="Capture live traffic and stream per-port counters. "
+                                     "Needs root or CAP_NET_RAW.")
+    run.add_argument("-i", "--interface", dest="interfaces", action="append", metavar="IFACE",
+                     help="interface to capture (repeat for several; default: the first "
+                          "interface that is up, as tcpdump picks)")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="capture processes per interface, joined by PACKET_FANOUT hash "
+                          "(default 1)")
+    run.add_argument("--snaplen", type=int, default=256, metavar="B",
+                     help="bytes captured per packet (default 256: the headers; counted "
+                          "bytes are always wire lengths; 0 = whole packets)")
+    run.add_argument("--buffer", type=float, default=0, metavar="MB",
+                     help="kernel capture buffer per capture process in MiB (default: "
+                          "libpcap's 2 MiB)")
+    run.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    run.add_argument("--user", metavar="NAME",
+                     help="after opening the capture handles, drop root and run as NAME")
+    run.add_argument("--socket-mode", default="0600", metavar="MODE",
+                     help="permissions of a unix: output socket (default 0600)")
+    run.add_argument("--socket-group", metavar="GROUP", help="group of a unix: output socket")
+    _add_stream_options(run)
     return parser
 
 
@@ -52,6 +76,31 @@ def _read(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from .pipeline import RunPipeline
+    from .sources import default_interface
+    if args.workers < 1 or args.workers > 64:
+        raise ConfigError(f"--workers {args.workers}: choose 1 to 64")
+    if args.snaplen < 0 or args.snaplen > 262144:
+        raise ConfigError(f"--snaplen {args.snaplen}: choose 0 (whole packets) to 262144")
+    if args.snaplen and args.snaplen < 64:
+        raise ConfigError(f"--snaplen {args.snaplen} is too short for the headers; use >= 64")
+    if args.buffer < 0 or args.buffer > 4096:
+        raise ConfigError(f"--buffer {args.buffer}: choose 0 to 4096 MiB")
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError(f"--duration {args.duration}: must be positive")
+    interfaces = tuple(dict.fromkeys(args.interfaces or [default_interface()]))
+    opts = RunOptions(interfaces=interfaces, workers=args.workers,
+                      interval_ns=parse_interval(args.interval), bpf=args.bpf,
+                      ports=PortSpec.parse(args.ports),
+                      output=Output.parse(args.output, args.format), snaplen=args.snaplen,
+                      buffer_bytes=int(args.buffer * (1 << 20)), duration=args.duration,
+                      user=args.user, socket_mode=parse_socket_mode(args.socket_mode),
+                      socket_group=args.socket_group)
+    RunPipeline(opts).run()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 runtime error, 2 usage)."""
     parser = _parser()
@@ -62,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "read":
             return _read(args)
+        if args.command == "run":
+            return _run(args)
         parser.print_usage(sys.stderr)
-        print("pt-engine: error: name a command (read)", file=sys.stderr)
+        print("pt-engine: error: name a command (read, run)", file=sys.stderr)
         return 2
     except EngineError as err:
         print(f"pt-engine: error: {err}", file=sys.stderr)

@@ -90,3 +90,34 @@ class ReadOptions:
     output: Output = Output("stdout", None)
     slot_records: int = 32768
     slots: int = 4
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything `pt-engine run` needs."""
+
+    interfaces: tuple[str, ...]
+    workers: int = 1
+    interval_ns: int = 1_000_000_000
+    bpf: str | None = None
+    ports: PortSpec | None = None
+    output: Output = Output("stdout", None)
+    snaplen: int = 256
+    buffer_bytes: int = 0
+    duration: float | None = None
+    user: str | None = None
+    socket_mode: int = 0o600
+    socket_group: str | None = None
+    slot_records: int = 32768
+    slots: int = 8
+
+
+def parse_socket_mode(text: str) -> int:
+    """Octal permission bits such as '0660'; raises ConfigError."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise ConfigError(f"--socket-mode {text!r} is not an octal mode such as 0660") from None
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"--socket-mode {text!r} must be between 000 and 777")
+    return mode

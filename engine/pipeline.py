@@ -1,37 +1,55 @@
 """Wiring: capture processes -> shared-memory rings -> aggregator -> sink.
 
-The calling process is the aggregator. It validates every source first (so a
-bad file or filter fails before anything starts), creates one Ring per
-source, forks one capture process per source, and merges their records in
-time order (engine.aggregate). SIGINT/SIGTERM stop the capture processes;
-whatever they handed over is still counted, and the summary is written.
+The calling process is the aggregator. It forks one capture process per
+source (a file, or an interface; N per interface joined by PACKET_FANOUT),
+each with its own Ring; every capture process opens its source and answers
+READY (or fails the run before any output), then hands over batches of
+records. The aggregator merges them in time order (engine.aggregate) and
+writes the stream.
+
+Stopping: SIGINT/SIGTERM (or --duration) ask the capture processes to hand
+over what they hold and finish; the partial window and the summary are
+written; a second signal kills them. A capture process that dies is reported
+on stderr and in the stream, and live ones are restarted (bounded).
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pwd
 import signal
+import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import errors, stream
-from .aggregate import Aggregator
-from .config import ReadOptions
+from .aggregate import Aggregator, Feed
+from .config import ReadOptions, RunOptions
 from .errors import EngineError
+from .records import RECORD_DTYPE
 from .sinks import log, open_sink
-from .sources import FILL_EOF, FILL_ERROR, FILL_FULL, open_file, use_reference_backend
+from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, LiveSource, open_file,
+                      use_reference_backend)
 from .transport import Consumer, Done, Producer, Ring
 
+FLUSH_MS = 50          # a live capture process hands over a partial slot this often
+RESTARTS = 3           # a live capture process that dies is restarted at most this often
 
-def _capture_main(path: str, name: str, iface: int, bpf: str | None, ring: Ring, conn) -> None:
-    """Body of a capture process: open one file, say READY, read it into the ring.
 
-    SIGTERM asks it to stop: the batch being filled is handed over first (a
-    read blocked on a pipe is interrupted, as the handler is installed without
-    SA_RESTART), then it finishes with status 'interrupted'.
-    """
-    stopping = []
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the aggregator decides when to stop
+def _stop_on_sigterm() -> list:
+    """In a capture process: SIGINT is the aggregator's business; SIGTERM asks to
+    stop (installed without SA_RESTART, so a blocked read is interrupted)."""
+    stopping: list = []
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    return stopping
+
+
+def _file_capture_main(path: str, name: str, iface: int, bpf: str | None, ring: Ring,
+                       conn) -> None:
+    """Body of a file capture process: open, say READY, read into the ring to the end."""
+    stopping = _stop_on_sigterm()
     producer = Producer(ring, conn)
     try:
         source = open_file(path, iface, bpf, name)
@@ -63,110 +81,338 @@ def _capture_main(path: str, name: str, iface: int, bpf: str | None, ring: Ring,
         source.close()
 
 
+@dataclass(frozen=True)
+class LiveSpec:
+    """What one live capture process opens."""
+
+    device: str
+    iface: int
+    worker: int
+    bpf: str | None
+    snaplen: int
+    buffer_bytes: int
+    fanout_group: int | None
+    user: str | None
+
+
+def _live_capture_main(spec: LiveSpec, ring: Ring, conn) -> None:
+    """Body of a live capture process: open the device, READY, drop root, capture.
+
+    Hands over a slot when it is full or every FLUSH_MS, with a watermark so
+    that windows close on a quiet link; when the aggregator has no free slot,
+    keeps reading and counts the packets as transport drops.
+    """
+    stopping = _stop_on_sigterm()
+    producer = Producer(ring, conn)
+    try:
+        source = LiveSource(spec.device, spec.iface, spec.bpf, spec.snaplen, spec.buffer_bytes,
+                            spec.fanout_group, spec.worker)
+        producer.ready(source.describe())
+        if spec.user:
+            drop_privileges(spec.user)
+    except EngineError as err:
+        producer.finish(Done("error", {}, type(err).__name__, str(err)))
+        return
+    scratch = memoryview(np.zeros(4096, RECORD_DTYPE).view(np.uint8))
+    # A packet can wait in a kernel block up to the read timeout before we see it.
+    grace_ns = 2 * source.timeout_ms * 1_000_000
+    slot, pos, last_flush = None, 0, time.monotonic()
+    try:
+        while not stopping:
+            started_ns = time.time_ns()
+            if slot is None:
+                slot, pos = producer.try_acquire(), 0
+            if slot is None:
+                n, status = source.drop(scratch)
+                if n == 0:
+                    time.sleep(0.001)
+            else:
+                n, status = source.fill(ring.slot_bytes(slot), pos, FLUSH_MS)
+                pos += n
+            now = time.monotonic()
+            if status == FILL_ERROR or now - last_flush >= FLUSH_MS / 1000 or status == FILL_FULL:
+                if slot is not None and pos:
+                    producer.publish(slot, pos)
+                    slot = None
+                producer.progress(started_ns - grace_ns, source.stats())
+                last_flush = now
+            if status == FILL_ERROR:
+                err = source.failure()
+                producer.finish(Done("error", source.stats().__dict__, type(err).__name__,
+                                     str(err)))
+                return
+        if slot is not None and pos:
+            producer.publish(slot, pos)
+        producer.finish(Done("interrupted", source.stats().__dict__))
+    finally:
+        source.close()
+
+
+def drop_privileges(user: str) -> None:
+    """Become `user` (its uid, gid, and no supplementary groups), as tcpdump -Z does.
+
+    Raises ConfigError for an unknown user, CaptureError if it cannot be done.
+    """
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise errors.ConfigError(f"--user {user!r}: no such user") from None
+    if os.getuid() == entry.pw_uid:
+        return
+    try:
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    except PermissionError as err:
+        raise errors.CaptureError(f"--user {user!r}: cannot switch user ({err.strerror})") \
+            from None
+
+
 @dataclass
 class _Worker:
     process: multiprocessing.Process
-    consumer: Consumer
-    iface: int
+    feed: Feed
+    ring: Ring
+    start: tuple             # (group, target, args) to restart it
+    restarts: int = 0
+    reported: bool = False
 
 
-class ReadPipeline:
-    """`pt-engine read`: capture files -> stream. Use run() once."""
+class _Pipeline:
+    """Common part of read and run: workers, signals, stream, summary."""
 
-    def __init__(self, opts: ReadOptions, subscriber_wait: float | None = None):
+    live = False
+
+    def __init__(self, opts):
         self.opts = opts
-        self.subscriber_wait = subscriber_wait
-        self.interrupted = False
-        self._workers: list[_Worker] = []
+        self.interrupted = False      # a signal stopped the run
+        self._stopping = False        # the capture processes were asked to stop
+        self.workers: list[_Worker] = []
+        self.sources: list[dict] = []
+        self._ctx = multiprocessing.get_context("fork")
+        self._rings: list[Ring] = []
+        self._deadline: float | None = None
+        self._sink = None
+        self._fatal: EngineError | None = None
 
+    # --- subclasses -----------------------------------------------------------
+    def _groups(self) -> list[str]:
+        raise NotImplementedError
+
+    def _targets(self) -> list[tuple[int, object, tuple]]:
+        """(group, target function, args without ring and conn) per capture process."""
+        raise NotImplementedError
+
+    def _before_stream(self, sink) -> None:
+        """Hook run after READY and the hello, before counting starts."""
+
+    # --- the run ----------------------------------------------------------------
     def run(self) -> None:
-        """Read every file to its end and write the stream.
+        """Capture until the sources end or a signal; write the stream.
 
         A source that cannot be opened fails the run before any output. A
-        source that fails while being read raises its EngineError after the
-        summary is written, so nothing already counted is lost.
+        source that fails later raises its EngineError after the summary is
+        written, so nothing already counted is lost.
         """
         opts = self.opts
         encode = stream.encoder(opts.output.format)
-        aggregator = Aggregator(opts.interval_ns, opts.ports, emit=lambda r: None)
-        ctx = multiprocessing.get_context("fork")
-        rings = [Ring(opts.slots, opts.slot_records) for _ in opts.files]
+        self.aggregator = Aggregator(opts.interval_ns, opts.ports, emit=lambda r: None,
+                                     groups=self._groups(), live=self.live)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        failures: list[Done] = []
         try:
-            for iface, (path, ring) in enumerate(zip(opts.files, rings)):
-                here, there = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=_capture_main, name=f"pt-engine capture {iface}",
-                                   args=(_openable(path), path, iface, opts.bpf, ring, there),
-                                   daemon=True)
-                proc.start()
-                there.close()
-                self._workers.append(_Worker(proc, Consumer(ring, here), iface))
-            described = [self._await_ready(w) for w in self._workers]
-            sink = open_sink(opts.output, snapshot=lambda: encode(aggregator.snapshot()))
+            for source_id, (group, target, args) in enumerate(self._targets()):
+                self._spawn(source_id, group, target, args)
+            self.sources = [self._await_ready(w) for w in self.workers]
+            self.aggregator.source_info = {i: {"source": i, "name": s["name"],
+                                               "worker": s.get("worker", 0)}
+                                           for i, s in enumerate(self.sources)}
+            sink = self._sink = open_sink(opts.output, lambda: encode(self.aggregator.snapshot()),
+                                          getattr(opts, "socket_mode", 0o600),
+                                          getattr(opts, "socket_group", None))
             try:
-                aggregator.emit = lambda record: sink.write(encode(record), record["type"])
-                backend = "reference" if use_reference_backend() else "native"
-                aggregator.emit(stream.hello(described, opts.interval_ns, opts.bpf,
-                                             opts.ports.text if opts.ports else None, backend))
-                if opts.output.kind == "unix":
-                    self._wait_for_subscriber(sink)
-                dones = aggregator.run([(w.consumer, w.iface) for w in self._workers])
-                dones = [self._explain(w, d) for w, d in zip(self._workers, dones)]
-                summary = aggregator.snapshot("summary")
+                self.aggregator.emit = lambda record: sink.write(encode(record), record["type"])
+                self.aggregator.emit(stream.hello(
+                    self.sources, opts.interval_ns, opts.bpf,
+                    opts.ports.text if opts.ports else None,
+                    "reference" if use_reference_backend() else "native"))
+                self._before_stream(sink)
+                if getattr(opts, "duration", None):
+                    self._deadline = time.monotonic() + opts.duration
+                self.aggregator.run(idle=self._idle)
+                failures = [d for d in map(self._explain, self.workers) if d.kind == "error"]
+                summary = self.aggregator.snapshot("summary")
                 summary["interrupted"] = self.interrupted
-                summary["sources"] = [dict(d, **_done_fields(done))
-                                      for d, done in zip(described, dones)]
-                aggregator.emit(summary)
+                summary["sources"] = [dict(self.sources[w.feed.source], **_done_fields(w.feed.done))
+                                      for w in self.workers]
+                self.aggregator.emit(summary)
             finally:
                 sink.close()
         finally:
             self._stop_workers()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            for ring in rings:
+            for ring in self._rings:
                 ring.close()
-        for done in dones:
-            if done.kind == "error":
-                raise getattr(errors, done.error_class, EngineError)(done.message)
+        if self._fatal is not None:
+            raise self._fatal
+        if failures and not self.live:
+            raise _rebuild(failures[0])
+
+    def _spawn(self, source_id: int, group: int, target, args) -> _Worker:
+        ring = Ring(self.opts.slots, self.opts.slot_records)
+        self._rings.append(ring)
+        here, there = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=target, name=f"pt-engine capture {source_id}",
+                                 args=(*args, ring, there), daemon=True)
+        proc.start()
+        there.close()
+        feed = self.aggregator.add_feed(Consumer(ring, here), group, source_id)
+        worker = _Worker(proc, feed, ring, (group, target, args))
+        self.workers.append(worker)
+        return worker
 
     def _await_ready(self, worker: _Worker) -> dict:
-        msg = worker.consumer.receive()
+        try:
+            msg = worker.feed.consumer.receive()
+        except errors.TransportError:
+            worker.process.join(5)
+            raise errors.TransportError(
+                f"capture process {worker.feed.source} died while opening its source "
+                f"(exit status {worker.process.exitcode})") from None
         if isinstance(msg, Done):
-            raise getattr(errors, msg.error_class, EngineError)(msg.message)
+            raise _rebuild(msg)
+        if msg.get("warning"):
+            log(f"{msg['name']}: {msg['warning']}")
         return msg
 
-    def _wait_for_subscriber(self, sink) -> None:
+    def _idle(self) -> None:
+        if self._sink is not None:
+            self._sink.poll()
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self._deadline = None
+            self._ask_workers_to_stop(signal.SIGTERM)
+        for worker in list(self.workers):
+            self._check_worker(worker)
+
+    def _check_worker(self, worker: _Worker) -> None:
+        """Report a capture process that failed; restart a live one (bounded), or
+        stop the run when it cannot be restarted."""
+        done = worker.feed.done
+        if done is None or done.kind != "error" or worker.reported or self._stopping:
+            return
+        worker.reported = True
+        done = self._explain(worker)
+        log(done.message)
+        self.aggregator.emit({"type": "event", "kind": "capture_failed",
+                              "source": worker.feed.source, "message": done.message})
+        if not self.live:
+            return
+        if worker.restarts >= RESTARTS:
+            self._give_up(f"{done.message}; not restarted again after {RESTARTS} restarts")
+            return
+        group, target, args = worker.start
+        replacement = self._spawn(worker.feed.source, group, target, args)
+        replacement.restarts = worker.restarts + 1
+        try:
+            self._await_ready(replacement)
+        except EngineError as err:
+            replacement.reported = True
+            self._give_up(f"{done.message}; restarting it failed: {err}")
+            return
+        log(f"capture process {worker.feed.source} restarted "
+            f"({replacement.restarts} of {RESTARTS})")
+        self.aggregator.emit({"type": "event", "kind": "capture_restarted",
+                              "source": worker.feed.source, "restarts": replacement.restarts})
+
+    def _give_up(self, message: str) -> None:
+        self._fatal = errors.CaptureError(message)
+        self._ask_workers_to_stop(signal.SIGTERM)
+
+    def _stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.process.is_alive():
+                worker.process.terminate()
+            worker.process.join(5)
+            worker.feed.consumer.conn.close()
+
+    def _explain(self, worker: _Worker) -> Done:
+        done = worker.feed.done
+        if done.kind == "error" and done.error_class == "TransportError":
+            worker.process.join(5)
+            code = worker.process.exitcode
+            if self._stopping:
+                return Done("interrupted", done.stats)
+            how = f"was killed by signal {-code}" if code and code < 0 else f"exited with {code}"
+            name = self.aggregator.source_info.get(worker.feed.source, {}).get(
+                "name", worker.feed.source)
+            worker.feed.done = Done("error", done.stats, "TransportError",
+                                    f"capture process for {name} {how}")
+            return worker.feed.done
+        return done
+
+    def _ask_workers_to_stop(self, sig: int) -> None:
+        self._stopping = True
+        for worker in self.workers:
+            if worker.process.is_alive():
+                os.kill(worker.process.pid, sig)
+
+    def _on_signal(self, signum, frame) -> None:
+        # First signal: ask every capture process to hand over what it read and
+        # stop. A second one: stop them at once.
+        again = self._stopping
+        self.interrupted = True
+        self._ask_workers_to_stop(signal.SIGKILL if again else signal.SIGTERM)
+
+
+class ReadPipeline(_Pipeline):
+    """`pt-engine read`: capture files -> stream, one capture process per file."""
+
+    def __init__(self, opts: ReadOptions, subscriber_wait: float | None = None):
+        super().__init__(opts)
+        self.subscriber_wait = subscriber_wait
+
+    def _groups(self) -> list[str]:
+        return ["all"]
+
+    def _targets(self):
+        return [(0, _file_capture_main, (_openable(path), path, iface, self.opts.bpf))
+                for iface, path in enumerate(self.opts.files)]
+
+    def _before_stream(self, sink) -> None:
+        if self.opts.output.kind != "unix":
+            return
         log(f"waiting for a subscriber on {self.opts.output.path}")
         if not sink.wait_for_subscriber(self.subscriber_wait):
             raise errors.SinkError(f"no subscriber connected to {self.opts.output.path} "
                                    f"within {self.subscriber_wait} s")
 
-    def _stop_workers(self) -> None:
-        for worker in self._workers:
-            if worker.process.is_alive():
-                worker.process.terminate()
-            worker.process.join(5)
-            worker.consumer.conn.close()
 
-    def _explain(self, worker: _Worker, done: Done) -> Done:
-        if done.kind == "error" and done.error_class == "TransportError":
-            worker.process.join(5)
-            code = worker.process.exitcode
-            if self.interrupted:
-                return Done("interrupted", done.stats)
-            how = f"was killed by signal {-code}" if code and code < 0 else f"exited with {code}"
-            return Done("error", done.stats, "TransportError",
-                        f"capture process for {self.opts.files[worker.iface]} {how}")
-        return done
+class RunPipeline(_Pipeline):
+    """`pt-engine run`: live interfaces -> stream, N capture processes per interface."""
 
-    def _on_signal(self, signum, frame) -> None:
-        # First signal: ask every capture process to hand over what it read and
-        # stop. A second one: stop them at once.
-        again = self.interrupted
-        self.interrupted = True
-        for worker in self._workers:
-            if worker.process.is_alive():
-                os.kill(worker.process.pid, signal.SIGKILL if again else signal.SIGTERM)
+    live = True
+
+    def _groups(self) -> list[str]:
+        return list(self.opts.interfaces)
+
+    def _targets(self):
+        opts = self.opts
+        targets = []
+        for iface, device in enumerate(opts.interfaces):
+            group_id = (os.getpid() + iface) & 0xFFFF if opts.workers > 1 else None
+            for worker in range(opts.workers):
+                spec = LiveSpec(device, iface, worker, opts.bpf, opts.snaplen,
+                                opts.buffer_bytes, group_id, opts.user)
+                targets.append((iface, _live_capture_main, (spec,)))
+        return targets
+
+    def _before_stream(self, sink) -> None:
+        names = ", ".join(f"{d} ({self.opts.workers} capture process"
+                          f"{'es' if self.opts.workers > 1 else ''})" for d in self.opts.interfaces)
+        log(f"capturing on {names}; Ctrl-C to stop")
+        if self.opts.user:
+            drop_privileges(self.opts.user)
 
 
 def _openable(path: str) -> str:
@@ -176,7 +422,13 @@ def _openable(path: str) -> str:
     return f"/dev/fd/{os.dup(0)}"
 
 
-def _done_fields(done: Done) -> dict:
+def _rebuild(done: Done) -> EngineError:
+    return getattr(errors, done.error_class or "EngineError", EngineError)(done.message)
+
+
+def _done_fields(done: Done | None) -> dict:
+    if done is None:
+        return {"status": "running"}
     fields = {"status": done.kind, **done.stats}
     if done.message:
         fields["error"] = done.message

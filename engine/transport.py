@@ -8,6 +8,8 @@ pipe, one small message per batch, never packet data:
 
     capture -> aggregator   READY  description             (source opened; first message)
                             BATCH  slot, records           (slot now owned by the aggregator)
+                            PROGRESS watermark, stats      (live: no record older than the
+                                                            watermark will follow; counters)
                             DONE   kind, stats, message    (end of source or its error)
     aggregator -> capture   FREE   slot                    (slot owned by the capture again)
 
@@ -34,7 +36,9 @@ from .records import RECORD_DTYPE
 MSG_BATCH = 1
 MSG_DONE = 2
 MSG_READY = 3
+MSG_PROGRESS = 4
 _BATCH = struct.Struct("<BII")       # type, slot, records
+_PROGRESS = struct.Struct("<BQQQQQ")  # type, watermark_ns, received, dropped, if_dropped, transport_dropped
 _FREE = struct.Struct("<I")          # slot
 
 
@@ -71,6 +75,14 @@ class Ring:
 
 
 @dataclass
+class Progress:
+    """A live source's heartbeat: its watermark and its cumulative counters."""
+
+    watermark_ns: int
+    stats: dict
+
+
+@dataclass
 class Done:
     """A source's last word: 'eof' or 'error' (with the error's class and message)."""
 
@@ -102,6 +114,18 @@ class Producer:
             raise TransportError("the aggregator went away") from err
         self._in_flight -= 1
 
+    def try_acquire(self) -> int | None:
+        """The next slot to fill if one is free now, else None (never blocks)."""
+        while self._in_flight >= self.ring.slots and self.conn.poll(0):
+            self._take_free()
+        return self._next if self._in_flight < self.ring.slots else None
+
+    def progress(self, watermark_ns: int, stats) -> None:
+        """Report the watermark and the source's counters (a SourceStats)."""
+        self.conn.send_bytes(_PROGRESS.pack(MSG_PROGRESS, watermark_ns, stats.received,
+                                            stats.dropped, stats.if_dropped,
+                                            stats.transport_dropped))
+
     def publish(self, slot: int, n: int) -> None:
         """Hand `n` records in `slot` to the aggregator."""
         self.conn.send_bytes(_BATCH.pack(MSG_BATCH, slot, n))
@@ -125,7 +149,8 @@ class Consumer:
         self.conn = conn
 
     def receive(self):
-        """Block for the next message: (slot, n) for a batch, a Done, or a dict (READY).
+        """Block for the next message: (slot, n) for a batch, a Progress, a Done, or
+        a dict (READY).
 
         Raises TransportError if the capture process died without a word.
         """
@@ -140,6 +165,11 @@ class Consumer:
             return Done(**json.loads(msg[1:]))
         if msg[0] == MSG_READY:
             return json.loads(msg[1:])
+        if msg[0] == MSG_PROGRESS:
+            _, watermark, received, dropped, if_dropped, transport_dropped = _PROGRESS.unpack(msg)
+            return Progress(watermark, {"received": received, "dropped": dropped,
+                                        "if_dropped": if_dropped,
+                                        "transport_dropped": transport_dropped})
         raise TransportError(f"unknown message type {msg[0]} from a capture process")
 
     def release(self, slot: int) -> None:

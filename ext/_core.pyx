@@ -5,7 +5,8 @@
 Sees only buffers and integers; the Python package (engine/) owns everything else.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memset, memcpy
+from libc.string cimport memset, memcpy, strerror
+from libc.errno cimport errno
 from libc.stdio cimport ftell
 
 from records cimport *

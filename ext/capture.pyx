@@ -25,6 +25,38 @@ cdef void on_packet(unsigned char* user, const pcap_pkthdr* h,
     ctx.n += 1
 
 
+cdef extern from "<poll.h>" nogil:
+    cdef struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd*, unsigned long, int)
+    short POLLIN
+
+cdef extern from "<time.h>" nogil:
+    cdef struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(int, timespec*)
+    int CLOCK_MONOTONIC
+
+cdef inline long long monotonic_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <long long>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+cdef extern from "<sys/socket.h>" nogil:
+    int setsockopt(int, int, int, const void*, unsigned int)
+
+cdef extern from "<linux/if_packet.h>" nogil:
+    int SOL_PACKET
+    int PACKET_FANOUT
+    int PACKET_FANOUT_HASH
+    int PACKET_FANOUT_FLAG_DEFRAG
+
+FANOUT_HASH = PACKET_FANOUT_HASH
+
+
 class PcapError(Exception):
     """libpcap said no; the message is libpcap's, prefixed with what we asked."""
 
@@ -121,11 +153,19 @@ cdef class Capture:
             detail = pcap_geterr(cap.p).decode(errors="replace")
             pcap_close(cap.p)
             cap.p = NULL
-            raise PcapError(f"{msg}: {detail}" if detail else msg, rc)
+            raise PcapError(f"{msg}: {detail}" if detail and detail != msg else msg, rc)
         elif rc > 0:
             warning = pcap_statustostr(rc).decode(errors="replace")
         if pcap_get_tstamp_precision(cap.p) != PCAP_TSTAMP_PRECISION_NANO:
             mult = 1000
+        # Non-blocking reads plus our own poll(): with TPACKET_V3 a blocking
+        # read waits for the first packet however long that takes, so an idle
+        # interface would never let fill() return.
+        if pcap_setnonblock(cap.p, 1, errbuf) != 0:
+            msg = errbuf.decode(errors="replace")
+            pcap_close(cap.p)
+            cap.p = NULL
+            raise PcapError(msg)
         cap.name = device
         cap.live = True
         cap._init_handle(iface, mult)
@@ -143,16 +183,21 @@ cdef class Capture:
         if rc != 0:
             raise PcapError(pcap_geterr(self.p).decode(errors="replace"))
 
-    def fill(self, unsigned char[::1] buf, Py_ssize_t start=0):
+    def fill(self, unsigned char[::1] buf, Py_ssize_t start=0, int wait_ms=100):
         """Read frames into records buf[start:] until it is full or the source pauses.
 
-        buf holds whole pkt_record_t records (len(buf) % RECORD_SIZE == 0).
+        buf holds whole pkt_record_t records (len(buf) % RECORD_SIZE == 0). A
+        savefile is read until buf is full or the file ends. A live handle
+        collects packets for up to wait_ms, returning early when buf is full.
         Returns (records written, FILL_* status); on FILL_ERROR the message is
         in .error and the records written before the error are still valid.
         """
         cdef Py_ssize_t cap_records
         cdef int rc = 0
         cdef int status
+        cdef int fd = -1
+        cdef long long deadline = 0, left
+        cdef pollfd pfd
         self._check_open()
         if buf.shape[0] % sizeof(pkt_record_t):
             raise ValueError(f"buffer of {buf.shape[0]} bytes is not a whole number of "
@@ -162,6 +207,9 @@ cdef class Capture:
             raise ValueError(f"start {start} outside a buffer of {cap_records} records")
         if start == cap_records:
             return 0, FILL_FULL
+        if self.live:
+            fd = pcap_get_selectable_fd(self.p)
+            deadline = monotonic_ms() + wait_ms
         self.ctx.out = <pkt_record_t*>&buf[0]
         self.ctx.n = start
         self.ctx.cap = cap_records
@@ -169,8 +217,21 @@ cdef class Capture:
             while self.ctx.n < self.ctx.cap:
                 rc = pcap_dispatch(self.p, <int>min(self.ctx.cap - self.ctx.n, 0x7FFFFFFF),
                                    on_packet, <unsigned char*>&self.ctx)
-                if rc <= 0 or self.live:
+                if not self.live:
+                    if rc <= 0:
+                        break
+                    continue
+                if rc < 0:
                     break
+                left = deadline - monotonic_ms()
+                if left <= 0:
+                    break
+                if rc == 0:
+                    pfd.fd = fd
+                    pfd.events = POLLIN
+                    pfd.revents = 0
+                    if poll(&pfd, 1, <int>left) == 0:
+                        break
         n = self.ctx.n - start
         self.packets += n
         self.caplen_bytes = self.ctx.caplen_sum
@@ -187,6 +248,23 @@ cdef class Capture:
         else:
             status = FILL_EOF
         return n, status
+
+    def set_fanout(self, int group_id, int mode=PACKET_FANOUT_HASH, bint defrag=True):
+        """Join a Linux PACKET_FANOUT group: the kernel splits the traffic of the
+        device among the group's sockets (hash mode keeps a flow on one socket;
+        defrag reassembles IP fragments before hashing, so they stay together).
+
+        Raises PcapError if the handle is not a live Linux packet socket.
+        """
+        cdef int value = (group_id & 0xFFFF) | (mode << 16)
+        self._check_open()
+        if not self.live:
+            raise PcapError("fanout needs a live capture")
+        if defrag:
+            value |= PACKET_FANOUT_FLAG_DEFRAG << 16
+        if setsockopt(pcap_fileno(self.p), SOL_PACKET, PACKET_FANOUT, &value, sizeof(value)) != 0:
+            raise PcapError(f"cannot join fanout group {group_id} on {self.name}: "
+                            f"{strerror(errno).decode()}")
 
     def breakloop(self):
         """Make a fill() in progress (in another thread) return FILL_BREAK."""

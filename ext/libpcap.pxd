@@ -68,6 +68,7 @@ cdef extern from "<pcap/pcap.h>" nogil:
     int pcap_snapshot(pcap_t*)
     int pcap_stats(pcap_t*, pcap_stat*)
     int pcap_fileno(pcap_t*)
+    int pcap_setnonblock(pcap_t*, int, char*)
     int pcap_get_selectable_fd(pcap_t*)
     FILE* pcap_file(pcap_t*)
     void pcap_close(pcap_t*)
