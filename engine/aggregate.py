@@ -214,7 +214,11 @@ class Aggregator:
                 feed.pump()
             progressed = self._step()
             if all(f.finished for f in self.feeds):
-                break
+                if idle is not None:
+                    idle()      # may restart a capture process, adding a feed
+                if all(f.finished for f in self.feeds):
+                    break
+                continue
             if not progressed:
                 waiting = [f.consumer.conn for f in self.feeds if f.done is None]
                 if waiting:

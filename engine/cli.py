@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--socket-mode", default="0600", metavar="MODE",
                      help="permissions of a unix: output socket (default 0600)")
     run.add_argument("--socket-group", metavar="GROUP", help="group of a unix: output socket")
+    run.add_argument("--subscriber-buffer", type=float, default=16, metavar="MB",
+                     help="unsent data a unix: subscriber may fall behind before it is "
+                          "disconnected (default 16 MiB)")
     _add_stream_options(run)
     return parser
 
@@ -87,6 +90,8 @@ def _run(args) -> int:
         raise ConfigError(f"--snaplen {args.snaplen} is too short for the headers; use >= 64")
     if args.buffer < 0 or args.buffer > 4096:
         raise ConfigError(f"--buffer {args.buffer}: choose 0 to 4096 MiB")
+    if not 0 < args.subscriber_buffer <= 4096:
+        raise ConfigError(f"--subscriber-buffer {args.subscriber_buffer}: choose up to 4096 MiB")
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration {args.duration}: must be positive")
     interfaces = tuple(dict.fromkeys(args.interfaces or [default_interface()]))
@@ -96,7 +101,8 @@ def _run(args) -> int:
                       output=Output.parse(args.output, args.format), snaplen=args.snaplen,
                       buffer_bytes=int(args.buffer * (1 << 20)), duration=args.duration,
                       user=args.user, socket_mode=parse_socket_mode(args.socket_mode),
-                      socket_group=args.socket_group)
+                      socket_group=args.socket_group,
+                      subscriber_buffer=int(args.subscriber_buffer * (1 << 20)))
     RunPipeline(opts).run()
     return 0
 

@@ -108,6 +108,7 @@ class RunOptions:
     user: str | None = None
     socket_mode: int = 0o600
     socket_group: str | None = None
+    subscriber_buffer: int = 16 << 20
     slot_records: int = 32768
     slots: int = 8
 

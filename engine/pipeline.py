@@ -229,7 +229,8 @@ class _Pipeline:
                                            for i, s in enumerate(self.sources)}
             sink = self._sink = open_sink(opts.output, lambda: encode(self.aggregator.snapshot()),
                                           getattr(opts, "socket_mode", 0o600),
-                                          getattr(opts, "socket_group", None))
+                                          getattr(opts, "socket_group", None),
+                                          getattr(opts, "subscriber_buffer", 16 << 20))
             try:
                 self.aggregator.emit = lambda record: sink.write(encode(record), record["type"])
                 self.aggregator.emit(stream.hello(

@@ -203,7 +203,8 @@ class UnixSocketSink:
 
 
 def open_sink(output: Output, snapshot: Callable[[], bytes] | None = None,
-              socket_mode: int = 0o600, socket_group: str | None = None):
+              socket_mode: int = 0o600, socket_group: str | None = None,
+              max_buffer: int = 16 << 20):
     """The sink for an Output; raises SinkError if it cannot be opened."""
     if output.kind == "stdout":
         return StreamSink(sys.stdout.buffer, "stdout", owns=False)
@@ -214,7 +215,7 @@ def open_sink(output: Output, snapshot: Callable[[], bytes] | None = None,
             raise SinkError(f"--output {output.path}: {err.strerror}") from err
         return StreamSink(fh, output.path, owns=True)
     if output.kind == "unix":
-        return UnixSocketSink(output.path, socket_mode, socket_group, snapshot=snapshot)
+        return UnixSocketSink(output.path, socket_mode, socket_group, max_buffer, snapshot)
     raise SinkError(f"unknown output kind {output.kind!r}")
 
 

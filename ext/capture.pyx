@@ -249,10 +249,12 @@ cdef class Capture:
             status = FILL_EOF
         return n, status
 
-    def set_fanout(self, int group_id, int mode=PACKET_FANOUT_HASH, bint defrag=True):
+    def set_fanout(self, int group_id, int mode=PACKET_FANOUT_HASH, bint defrag=False):
         """Join a Linux PACKET_FANOUT group: the kernel splits the traffic of the
-        device among the group's sockets (hash mode keeps a flow on one socket;
-        defrag reassembles IP fragments before hashing, so they stay together).
+        device among the group's sockets (hash mode keeps a flow on one socket).
+        defrag would make the kernel reassemble IP fragments before fanning out,
+        so the sockets would see one packet where the wire carried several: it
+        stays off, as per-packet counts must not depend on the worker count.
 
         Raises PcapError if the handle is not a live Linux packet socket.
         """

@@ -181,8 +181,10 @@ def _shm_segments():
 
 
 def _children(pid):
+    """The engine's capture processes (not multiprocessing's resource tracker)."""
     import psutil
-    return psutil.Process(pid).children(recursive=True)
+    return [c for c in psutil.Process(pid).children()
+            if "resource_tracker" not in " ".join(c.cmdline())]
 
 
 def _wait_for(predicate, timeout=20.0):

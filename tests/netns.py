@@ -1,0 +1,80 @@
+"""A veth pair with one end in a network namespace, for live-capture tests.
+
+Nothing is routed: frames are written raw onto the namespace's end with an
+AF_PACKET socket and captured on the host's end. No addresses are assigned
+and IPv6 is disabled on both ends, so the kernel itself sends nothing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+
+SENDER = r'''
+import pickle, socket, sys, time
+frames = pickle.load(open(sys.argv[1], "rb"))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[2], 0))
+pause = float(sys.argv[3])
+for i, f in enumerate(frames):
+    s.send(f)
+    if pause and i % 100 == 99:
+        time.sleep(pause)
+'''
+
+
+def why_not() -> str | None:
+    """None if namespaces can be made here, else the reason to skip."""
+    if os.geteuid() != 0:
+        return "needs root to create a network namespace and a veth pair"
+    if shutil.which("ip") is None:
+        return "needs iproute2's ip command"
+    name = f"ptprobe{os.getpid()}"
+    probe = subprocess.run(["ip", "netns", "add", name], capture_output=True)
+    if probe.returncode != 0:
+        return f"cannot create a network namespace: {probe.stderr.decode().strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return None
+
+
+class VethPair:
+    """host end `host` (captured) <-> `peer` in namespace `ns` (sends)."""
+
+    def __init__(self):
+        tag = uuid.uuid4().hex[:6]
+        self.ns = f"ptns{tag}"
+        self.host = f"pth{tag}"
+        self.peer = f"ptp{tag}"
+
+    def __enter__(self) -> VethPair:
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+        run("ip", "netns", "add", self.ns)
+        try:
+            run("ip", "link", "add", self.host, "type", "veth", "peer", "name", self.peer)
+            run("ip", "link", "set", self.peer, "netns", self.ns)
+            for cmd in (["sysctl", "-qw", f"net.ipv6.conf.{self.host}.disable_ipv6=1"],
+                        ["ip", "link", "set", self.host, "up"],
+                        ["ip", "netns", "exec", self.ns, "sysctl", "-qw",
+                         f"net.ipv6.conf.{self.peer}.disable_ipv6=1"],
+                        ["ip", "netns", "exec", self.ns, "ip", "link", "set", self.peer, "up"]):
+                run(*cmd)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def send(self, frames: list[bytes], pause: float = 0.0) -> None:
+        """Write the frames raw onto the namespace's end, in order."""
+        import pickle
+        with tempfile.NamedTemporaryFile(suffix=".pickle") as fh:
+            pickle.dump(frames, fh)
+            fh.flush()
+            subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", SENDER,
+                            fh.name, self.peer, str(pause)], check=True, timeout=120)
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["ip", "link", "del", self.host], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)

@@ -1,0 +1,206 @@
+"""`pt-engine run` on real traffic made here: a veth pair into a network namespace."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import msgpack
+import numpy as np
+import pytest
+
+import netns
+from engine import _reference, stream
+from engine.aggregate import class_totals, port_rows, stream_order
+from engine.records import RECORD_DTYPE
+from frames import (ETH_ARP, ETH_IPV6, ETH_VLAN, arp, eth, icmp, ipv4, ipv6, sctp, tcp, udp,
+                    vlan)
+
+REASON = netns.why_not()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+
+def mixed_frames(n_ports: int = 40, repeat: int = 5) -> list[bytes]:
+    """TCP/UDP/SCTP over IPv4 and IPv6, VLAN tags, fragments, ARP, ICMP."""
+    frames = []
+    for r in range(repeat):
+        for p in range(n_ports):
+            sport, dport = 20000 + p, 1000 + (p * 7) % 97
+            frames.append(eth() + ipv4("192.0.2.1", "192.0.2.2", 6, tcp(sport, dport, b"t" * p)))
+            frames.append(eth() + ipv4("192.0.2.1", "192.0.2.2", 17, udp(dport, sport, b"u" * r)))
+            frames.append(eth(et=ETH_VLAN) + vlan(ETH_IPV6, vid=5)
+                          + ipv6("2001:db8::1", "2001:db8::2", 132, sctp(sport, 36412)))
+        frames.append(eth() + ipv4("192.0.2.1", "192.0.2.2", 17, udp(5353, 53, b"f" * 64), mf=True))
+        frames.append(eth() + ipv4("192.0.2.1", "192.0.2.2", 17, b"g" * 40, frag_offset=9))
+        frames.append(eth(et=ETH_ARP) + arp())
+        frames.append(eth() + ipv4("192.0.2.1", "192.0.2.2", 1, icmp()))
+    return frames
+
+
+def expected_summary(frames: list[bytes]) -> dict:
+    """What the counting rules say these frames add up to (the reference oracle)."""
+    data = b"".join(frames)
+    lens = np.array([len(f) for f in frames], np.uint32)
+    offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.uint32)
+    out = np.zeros(len(frames), RECORD_DTYPE)
+    _reference.parse_batch(1, data, offsets, lens, lens, np.zeros(len(frames), np.uint64), 0, out)
+    table = np.zeros((5 * 65536, 4), np.uint64)
+    classes = np.zeros((4, 2), np.uint64)
+    touched = np.zeros(5 * 65536, np.uint32)
+    state = np.zeros(4, np.uint64)
+    _reference.reduce_records(out, 0, len(out), 1, table, classes, touched, state)
+    rows = stream_order(touched[:int(state[0])])
+    totals, per_class = class_totals(classes)
+    return {"totals": totals, "classes": per_class, "ports": port_rows(rows, table[rows], None)}
+
+
+def start_engine(*args: str) -> subprocess.Popen:
+    """Start `pt-engine run ARGS` and wait until it says it is capturing."""
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = proc.stderr.readline().decode()
+    assert "capturing on" in line, line + proc.stderr.read().decode()
+    time.sleep(0.3)    # the fanout group and BPF are in place once READY was sent
+    return proc
+
+
+def stop_engine(proc: subprocess.Popen) -> tuple[list[dict], str]:
+    time.sleep(0.5)    # let the last packets reach the capture processes
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return stream.decode(out), err.decode()
+
+
+def capture_processes(pid: int) -> list:
+    """The engine's capture processes (not multiprocessing's resource tracker)."""
+    import psutil
+    return [c for c in psutil.Process(pid).children()
+            if c.is_running() and "resource_tracker" not in " ".join(c.cmdline())]
+
+
+def counters(record: dict) -> dict:
+    return {k: record[k] for k in ("totals", "classes", "ports")}
+
+
+@pytest.fixture
+def veth():
+    with netns.VethPair() as pair:
+        yield pair
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_counts_exactly_what_was_sent(veth, workers):
+    frames = mixed_frames()
+    before = set(os.listdir("/dev/shm"))
+    proc = start_engine("-i", veth.host, "--workers", str(workers), "--interval", "0.2")
+    veth.send(frames, pause=0.002)
+    records, err = stop_engine(proc)
+    assert proc.returncode == 0, err
+    summary = records[-1]
+    assert summary["type"] == "summary" and summary["interrupted"] is True
+    assert counters(summary) == expected_summary(frames)
+    assert len(records[0]["sources"]) == workers
+    windows = [r for r in records if r["type"] == "window"]
+    assert all(w["end_ns"] == n["start_ns"] for w, n in zip(windows, windows[1:])), \
+        "live windows are consecutive, empty ones included"
+    last = windows[-1]["sources"]
+    assert sum(s["dropped"] + s["transport_dropped"] for s in last) == 0
+    assert set(os.listdir("/dev/shm")) <= before
+
+
+def test_two_interfaces_reported_apart_and_summed(veth):
+    with netns.VethPair() as other:
+        first, second = mixed_frames(10, 2), mixed_frames(3, 1)
+        proc = start_engine("-i", veth.host, "-i", other.host, "--interval", "0.2")
+        veth.send(first)
+        other.send(second)
+        records, err = stop_engine(proc)
+    assert proc.returncode == 0, err
+    summary = records[-1]
+    parts = {part["name"]: part for part in summary["interfaces"]}
+    assert counters(parts[veth.host]) == expected_summary(first)
+    assert counters(parts[other.host]) == expected_summary(second)
+    assert counters(summary) == expected_summary(first + second)
+
+
+def _read_all(sock: socket.socket, got: list) -> None:
+    unpacker = msgpack.Unpacker(raw=False)
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            return
+        unpacker.feed(data)
+        got.extend(unpacker)
+
+
+def test_stalled_subscriber_never_slows_the_others(veth, tmp_path):
+    import threading
+    path = tmp_path / "pt.sock"
+    proc = start_engine("-i", veth.host, "--interval", "0.1", "--output", f"unix:{path}",
+                        "--subscriber-buffer", "0.05")
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(str(path))
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.connect(str(path))
+    got: list = []
+    reader = threading.Thread(target=_read_all, args=(live, got), daemon=True)
+    reader.start()
+    # many ports, so that windows are large and the stalled buffers fill fast
+    frames = [eth() + ipv4("192.0.2.1", "192.0.2.2", 17, udp(1024 + p, 60000 - p))
+              for p in range(20000)]
+    veth.send(frames, pause=0.001)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    reader.join(30)
+    assert proc.returncode == 0
+    assert "too slow" in err.decode()
+    assert got and got[-1]["type"] == "summary", "the live subscriber got the whole stream"
+    windows = [r for r in got if r["type"] == "window"]
+    assert [r["type"] for r in got[:2]] == ["hello", "snapshot"]
+    assert all(w["end_ns"] == n["start_ns"] for w, n in zip(windows, windows[1:]))
+    assert got[-1]["totals"]["packets"] == len(frames)
+    assert sum(w["totals"]["packets"] for w in windows) == len(frames)
+    stalled.close()
+    live.close()
+
+
+def test_killed_capture_process_is_reported_and_restarted(veth):
+    before = set(os.listdir("/dev/shm"))
+    proc = start_engine("-i", veth.host, "--interval", "0.2")
+    victim, = capture_processes(proc.pid)
+    victim.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and capture_processes(proc.pid) in ([], [victim]):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    frames = mixed_frames(5, 1)
+    veth.send(frames)
+    records, err = stop_engine(proc)
+    assert proc.returncode == 0, err
+    assert "killed by signal 9" in err and "restarted (1 of 3)" in err
+    events = [r for r in records if r["type"] == "event"]
+    assert [e["kind"] for e in events] == ["capture_failed", "capture_restarted"]
+    assert counters(records[-1]) == expected_summary(frames)
+    assert set(os.listdir("/dev/shm")) <= before
+
+
+def test_vanished_interface_is_a_clear_error(veth):
+    proc = start_engine("-i", veth.host, "--interval", "0.2")
+    subprocess.run(["ip", "link", "del", veth.host], check=True)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" not in err.decode()
+    assert veth.host in err.decode().splitlines()[-1]
+
+
+def test_unknown_interface_is_a_one_line_error():
+    proc = subprocess.run([sys.executable, "-m", "engine", "run", "-i", "nosuchif0"],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert err.startswith("pt-engine: error: interface nosuchif0") and err.count("\n") == 1
