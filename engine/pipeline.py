@@ -300,15 +300,14 @@ class _Pipeline:
         """Report a capture process that failed; restart a live one (bounded), or
         stop the run when it cannot be restarted."""
         done = worker.feed.done
-        if done is None or done.kind != "error" or worker.reported or self._stopping:
-            return
+        if (not self.live or done is None or done.kind != "error" or worker.reported
+                or self._stopping):
+            return       # file mode: the error ends the run after the summary
         worker.reported = True
         done = self._explain(worker)
         log(done.message)
         self.aggregator.emit({"type": "event", "kind": "capture_failed",
                               "source": worker.feed.source, "message": done.message})
-        if not self.live:
-            return
         if worker.restarts >= RESTARTS:
             self._give_up(f"{done.message}; not restarted again after {RESTARTS} restarts")
             return

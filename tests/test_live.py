@@ -140,7 +140,7 @@ def test_stalled_subscriber_never_slows_the_others(veth, tmp_path):
     import threading
     path = tmp_path / "pt.sock"
     proc = start_engine("-i", veth.host, "--interval", "0.1", "--output", f"unix:{path}",
-                        "--subscriber-buffer", "0.05")
+                        "--subscriber-buffer", "1")
     stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(str(path))
@@ -149,10 +149,14 @@ def test_stalled_subscriber_never_slows_the_others(veth, tmp_path):
     got: list = []
     reader = threading.Thread(target=_read_all, args=(live, got), daemon=True)
     reader.start()
-    # many ports, so that windows are large and the stalled buffers fill fast
+    # many ports, so that windows are large (~600 KiB a round) and the stalled
+    # subscriber's kernel buffer and 1 MiB allowance overflow within three rounds
     frames = [eth() + ipv4("192.0.2.1", "192.0.2.2", 17, udp(1024 + p, 60000 - p))
               for p in range(20000)]
-    veth.send(frames, pause=0.001)
+    for _ in range(3):
+        veth.send(frames)
+        time.sleep(0.3)
+    frames = frames * 3
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
