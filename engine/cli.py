@@ -66,15 +66,24 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ports", metavar="SPEC", help="report only these ports, e.g. 22,80,8000-8100")
     p.add_argument("--output", default="-", metavar="DEST",
                    help="- (stdout, default), a file path, or unix:/path/to.sock")
-    p.add_argument("--format", default="msgpack", choices=("msgpack", "json"),
-                   help="msgpack (default) or json lines")
+    p.add_argument("--format", choices=("msgpack", "json"),
+                   help="msgpack (default) or json lines (default when stdout is a terminal)")
+
+
+def _output(args) -> Output:
+    """--output/--format; binary msgpack is never sprayed onto a terminal by default."""
+    fmt = args.format
+    if fmt is None:
+        to_terminal = args.output in (None, "", "-") and sys.stdout.isatty()
+        fmt = "json" if to_terminal else "msgpack"
+    return Output.parse(args.output, fmt)
 
 
 def _read(args) -> int:
     from .pipeline import ReadPipeline
     opts = ReadOptions(files=tuple(args.files), interval_ns=parse_interval(args.interval),
                        bpf=args.bpf, ports=PortSpec.parse(args.ports),
-                       output=Output.parse(args.output, args.format))
+                       output=_output(args))
     ReadPipeline(opts, subscriber_wait=args.subscriber_wait).run()
     return 0
 
@@ -94,11 +103,17 @@ def _run(args) -> int:
         raise ConfigError(f"--subscriber-buffer {args.subscriber_buffer}: choose up to 4096 MiB")
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration {args.duration}: must be positive")
+    if args.user is not None:
+        import pwd
+        try:
+            pwd.getpwnam(args.user)
+        except KeyError:
+            raise ConfigError(f"--user {args.user!r}: no such user") from None
     interfaces = tuple(dict.fromkeys(args.interfaces or [default_interface()]))
     opts = RunOptions(interfaces=interfaces, workers=args.workers,
                       interval_ns=parse_interval(args.interval), bpf=args.bpf,
                       ports=PortSpec.parse(args.ports),
-                      output=Output.parse(args.output, args.format), snaplen=args.snaplen,
+                      output=_output(args), snaplen=args.snaplen,
                       buffer_bytes=int(args.buffer * (1 << 20)), duration=args.duration,
                       user=args.user, socket_mode=parse_socket_mode(args.socket_mode),
                       socket_group=args.socket_group,

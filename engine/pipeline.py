@@ -412,6 +412,10 @@ class RunPipeline(_Pipeline):
                           f"{'es' if self.opts.workers > 1 else ''})" for d in self.opts.interfaces)
         log(f"capturing on {names}; Ctrl-C to stop")
         if self.opts.user:
+            # Whatever the run needs from disk is loaded before the files may
+            # become unreadable (numpy imports parts of itself lazily).
+            import numpy.ma  # noqa: F401
+            stream.encoder(self.opts.output.format)(self.aggregator.snapshot())
             drop_privileges(self.opts.user)
 
 

@@ -208,3 +208,15 @@ def test_unknown_interface_is_a_one_line_error():
     assert proc.returncode == 1
     err = proc.stderr.decode()
     assert err.startswith("pt-engine: error: interface nosuchif0") and err.count("\n") == 1
+
+
+def test_drops_root_after_opening_the_handles(veth):
+    frames = mixed_frames(5, 1)
+    proc = start_engine("-i", veth.host, "--user", "nobody", "--interval", "0.2")
+    users = {p.username() for p in capture_processes(proc.pid)} | {
+        __import__("psutil").Process(proc.pid).username()}
+    veth.send(frames)
+    records, err = stop_engine(proc)
+    assert proc.returncode == 0, err
+    assert users == {"nobody"}
+    assert counters(records[-1]) == expected_summary(frames)
