@@ -183,8 +183,11 @@ class _Pipeline:
 
     live = False
 
-    def __init__(self, opts):
+    def __init__(self, opts, observers=()):
         self.opts = opts
+        # Callables record -> list of records, run on every record before it is
+        # written; what they return is written after it (alerts, for one).
+        self.observers = list(observers)
         self.interrupted = False      # a signal stopped the run
         self._stopping = False        # the capture processes were asked to stop
         self.workers: list[_Worker] = []
@@ -232,7 +235,13 @@ class _Pipeline:
                                           getattr(opts, "socket_group", None),
                                           getattr(opts, "subscriber_buffer", 16 << 20))
             try:
-                self.aggregator.emit = lambda record: sink.write(encode(record), record["type"])
+                def emit(record: dict) -> None:
+                    sink.write(encode(record), record["type"])
+                    for observe in self.observers:
+                        for extra in observe(record):
+                            sink.write(encode(extra), extra["type"])
+
+                self.aggregator.emit = emit
                 self.aggregator.emit(stream.hello(
                     self.sources, opts.interval_ns, opts.bpf,
                     opts.ports.text if opts.ports else None,
@@ -368,8 +377,8 @@ class _Pipeline:
 class ReadPipeline(_Pipeline):
     """`pt-engine read`: capture files -> stream, one capture process per file."""
 
-    def __init__(self, opts: ReadOptions, subscriber_wait: float | None = None):
-        super().__init__(opts)
+    def __init__(self, opts: ReadOptions, subscriber_wait: float | None = None, observers=()):
+        super().__init__(opts, observers)
         self.subscriber_wait = subscriber_wait
 
     def _groups(self) -> list[str]:
