@@ -247,14 +247,12 @@ class Aggregator:
         if self.live and self.next_start is not None:
             start = self.next_start
         else:
-            heads = [f.frontier() for f in feeds if f.has_records()]
-            if not heads and self.live:
-                fronts = [f.frontier() for f in feeds]
-                if any(x is None for x in fronts):
-                    return False
-                heads = fronts
-            if not heads:
+            # Every source must have spoken: one that has not could still send
+            # records older than the others' first ones.
+            fronts = [f.frontier() for f in feeds]
+            if any(x is None for x in fronts):
                 return False
+            heads = [f.frontier() for f in feeds if f.has_records()] or fronts
             start = min(heads) - min(heads) % self.interval_ns
         self.win_start = start
         self.win_end = min(start + self.interval_ns, UINT64_MAX)
