@@ -1,12 +1,29 @@
-"""Options as frozen dataclasses, and parsing of the small languages in them (--ports)."""
+"""Options as frozen dataclasses, parsing of the small languages in them (--ports,
+--alert), and the TOML config file (load_config), whose errors name the key and
+its line.
+
+Checks shared by the command line and the config file raise ``_Bad`` with the
+problem phrased to follow the value's name; the caller adds the name (``--workers``
+or ``config.toml line 3: workers``) and raises ConfigError.
+"""
 from __future__ import annotations
 
+import grp
 import math
-from dataclasses import dataclass, field
+import os
+import pwd
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError
+from .records import PROTO_NAMES
+
+
+class _Bad(ValueError):
+    """A bad value; the message follows the value's name. Never leaves this module."""
 
 
 @dataclass(frozen=True)
@@ -24,45 +41,65 @@ class PortSpec:
         """
         if text is None or not text.strip():
             return None
-        mask = np.zeros(65536, dtype=bool)
-        for part in text.split(","):
-            item = part.strip()
-            if not item:
-                raise ConfigError(f"--ports {text!r}: empty element")
-            lo_text, sep, hi_text = item.partition("-")
-            lo = _port(lo_text, text)
-            hi = _port(hi_text, text) if sep else lo
-            if hi < lo:
-                raise ConfigError(f"--ports {text!r}: range {item!r} runs backwards")
-            mask[lo:hi + 1] = True
-        return cls(text=text, mask=mask)
+        try:
+            return cls(text=text, mask=_port_mask(text))
+        except _Bad as bad:
+            raise ConfigError(f"--ports {bad}") from None
+
+
+def _port_mask(text: str) -> np.ndarray:
+    mask = np.zeros(65536, dtype=bool)
+    for part in text.split(","):
+        item = part.strip()
+        if not item:
+            raise _Bad(f"{text!r}: empty element")
+        lo_text, sep, hi_text = item.partition("-")
+        lo = _port(lo_text, text)
+        hi = _port(hi_text, text) if sep else lo
+        if hi < lo:
+            raise _Bad(f"{text!r}: range {item!r} runs backwards")
+        mask[lo:hi + 1] = True
+    return mask
 
 
 def _port(word: str, spec: str) -> int:
     word = word.strip()
     if not word.isdigit() or int(word) > 65535:
-        raise ConfigError(f"--ports {spec!r}: {word!r} is not a port number (0-65535)")
+        raise _Bad(f"{spec!r}: {word!r} is not a port number (0-65535)")
     return int(word)
 
 
 def parse_interval(text: str | float) -> int:
     """Seconds (e.g. '1', '0.5') -> whole nanoseconds; raises ConfigError."""
     try:
-        seconds = float(text)
-    except ValueError:
-        raise ConfigError(f"--interval {text!r} is not a number of seconds") from None
+        return _interval_ns(text)
+    except _Bad as bad:
+        raise ConfigError(f"--interval {bad}") from None
+
+
+def _interval_ns(value: str | float) -> int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise _Bad(f"{value!r} is not a number of seconds") from None
     if not math.isfinite(seconds) or seconds < 0.001 or seconds > 86400:
-        raise ConfigError(f"--interval {text!r} must be between 0.001 and 86400 seconds")
+        raise _Bad(f"{value!r} must be between 0.001 and 86400 seconds")
     return round(seconds * 1_000_000_000)
 
 
 @dataclass(frozen=True)
 class Output:
-    """Where and how the stream goes: kind is 'stdout', 'file' or 'unix'."""
+    """Where and how the stream goes: kind is 'stdout', 'file' or 'unix', or
+    'rotating' (`pt-engine record`: appended, rotated past max_bytes, keeping
+    `keep` old files)."""
 
     kind: str
     path: str | None
     format: str = "msgpack"
+    max_bytes: int = 0
+    keep: int = 0
 
     @classmethod
     def parse(cls, dest: str | None, fmt: str) -> Output:
@@ -116,9 +153,566 @@ class RunOptions:
 def parse_socket_mode(text: str) -> int:
     """Octal permission bits such as '0660'; raises ConfigError."""
     try:
+        return _socket_mode(text)
+    except _Bad as bad:
+        raise ConfigError(f"--socket-mode {bad}") from None
+
+
+def _socket_mode(text: str) -> int:
+    try:
         mode = int(text, 8)
-    except ValueError:
-        raise ConfigError(f"--socket-mode {text!r} is not an octal mode such as 0660") from None
+    except (TypeError, ValueError):
+        raise _Bad(f"{text!r} is not an octal mode such as 0660 (a string)") from None
     if not 0 <= mode <= 0o777:
-        raise ConfigError(f"--socket-mode {text!r} must be between 000 and 777")
+        raise _Bad(f"{text!r} must be between 000 and 777")
     return mode
+
+
+# --- checks shared by the command line and the config file -----------------------
+
+def _integer(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"{value!r} is not a whole number")
+    return value
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _Bad(f"{value!r} is not a number")
+    return value
+
+
+def _text(value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad(f"{value!r} is not a non-empty string")
+    return value
+
+
+def _choice(*choices: str):
+    def check(value) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise _Bad(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+def _workers(value) -> int:
+    if not 1 <= _integer(value) <= 64:
+        raise _Bad(f"{value}: choose 1 to 64")
+    return value
+
+
+def _snaplen(value) -> int:
+    if not 0 <= _integer(value) <= 262144:
+        raise _Bad(f"{value}: choose 0 (whole packets) to 262144")
+    if 0 < value < 64:
+        raise _Bad(f"{value} is too short for the headers; use >= 64")
+    return value
+
+
+def _buffer(value) -> float:
+    if not 0 <= _number(value) <= 4096:
+        raise _Bad(f"{value}: choose 0 to 4096 MiB")
+    return value
+
+
+def _subscriber_buffer(value) -> float:
+    if not 0 < _number(value) <= 4096:
+        raise _Bad(f"{value}: choose up to 4096 MiB")
+    return value
+
+
+def _alert_timeout(value) -> float:
+    if not 0 < _number(value) <= 3600:
+        raise _Bad(f"{value}: choose more than 0 and at most 3600 seconds")
+    return value
+
+
+def _alert_hooks(value) -> int:
+    if not 1 <= _integer(value) <= 64:
+        raise _Bad(f"{value}: choose 1 to 64")
+    return value
+
+
+_OPTION_CHECKS = {"workers": _workers, "snaplen": _snaplen, "buffer": _buffer,
+                  "subscriber_buffer": _subscriber_buffer, "alert_timeout": _alert_timeout,
+                  "alert_hooks": _alert_hooks}
+
+
+def check_option(key: str, value):
+    """Check a numeric command-line option, named by its config key ('subscriber_buffer');
+    returns the value.
+
+    Raises ConfigError naming the flag (``--subscriber-buffer``).
+    """
+    try:
+        return _OPTION_CHECKS[key](value)
+    except _Bad as bad:
+        raise ConfigError(f"--{key.replace('_', '-')} {bad}") from None
+
+
+# --- alert rules ---------------------------------------------------------------------
+
+ALERT_PROTOS = (*PROTO_NAMES, "*")
+DIRECTIONS = ("in", "out", "both")
+METRICS = ("bytes_per_s", "packets_per_s")
+SCOPES = ("port", "sum")
+ALERT_SYNTAX = "PROTO:PORTS:DIRECTION:METRIC>LIMIT[:for=N][:clear=R][:scope=port|sum][:name=NAME]"
+_SI = (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
+
+
+def si(value: float) -> str:
+    """A rate with the largest suffix that keeps it at least 1: 12500000 -> '12.5M'."""
+    for suffix, scale in _SI:
+        if abs(value) >= scale:
+            return f"{value / scale:.6g}{suffix}"
+    return f"{value:.6g}"
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """A threshold on the stream's per-port rates (README, "Alerts and config").
+
+    `ports` is ``*``, a port (``443``) or a range (``8000-8100``); `proto` a
+    protocol name or ``*``; `direction` in, out or both (their sum); `metric`
+    bytes_per_s or packets_per_s. Scope ``port`` checks each matching
+    (proto, port) row on its own, ``sum`` the sum over all of them. The rule
+    fires when the rate is over `limit` for `for_windows` windows in a row, and
+    resolves when it stays under ``limit * clear_ratio`` as many windows.
+    """
+
+    name: str
+    ports: str
+    proto: str
+    direction: str
+    metric: str
+    limit: float
+    for_windows: int = 1
+    clear_ratio: float = 0.8
+    scope: str = "port"
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        """The ports as an inclusive (low, high) pair."""
+        if self.ports == "*":
+            return 0, 65535
+        lo, _, hi = self.ports.partition("-")
+        return int(lo), int(hi or lo)
+
+    def text(self) -> str:
+        """The rule in --alert syntax, without its name (a config-file rule's default name)."""
+        parts = [f"{self.proto}:{self.ports}:{self.direction}:{self.metric}>{si(self.limit)}"]
+        if self.for_windows != 1:
+            parts.append(f"for={self.for_windows}")
+        if self.clear_ratio != 0.8:
+            parts.append(f"clear={self.clear_ratio:g}")
+        if self.scope != "port":
+            parts.append(f"scope={self.scope}")
+        return ":".join(parts)
+
+
+def _rule_ports(value) -> str:
+    text = value.strip() if isinstance(value, str) else value
+    if text == "*":
+        return text
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    lo, sep, hi = text.partition("-") if isinstance(text, str) else ("", "", "")
+    hi = hi if sep else lo
+    if not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi) <= 65535):
+        raise _Bad(f"{value!r} is not a port, a range such as 8000-8100, or *")
+    return f"{int(lo)}-{int(hi)}" if sep else str(int(lo))
+
+
+def _limit(value) -> float:
+    number = value
+    if isinstance(value, str):
+        text = value.strip()
+        scale = dict((s.lower(), x) for s, x in _SI).get(text[-1:].lower())
+        try:
+            number = float(text[:-1]) * scale if scale else float(text)
+        except ValueError:
+            number = None
+    if (isinstance(number, bool) or not isinstance(number, (int, float))
+            or not math.isfinite(number) or number <= 0):
+        raise _Bad(f"{value!r} is not a positive number (suffixes k, M, G, T allowed)")
+    return float(number)
+
+
+def _for_windows(value) -> int:
+    if _integer(value) < 1:
+        raise _Bad(f"{value}: must be 1 or more windows")
+    return value
+
+
+def _clear_ratio(value) -> float:
+    if not 0 < _number(value) <= 1:
+        raise _Bad(f"{value!r} must be more than 0 and at most 1")
+    return float(value)
+
+
+_RULE_FIELDS = {"name": _text, "ports": _rule_ports, "proto": _choice(*ALERT_PROTOS),
+                "direction": _choice(*DIRECTIONS), "metric": _choice(*METRICS),
+                "limit": _limit, "for_windows": _for_windows, "clear_ratio": _clear_ratio,
+                "scope": _choice(*SCOPES)}
+_RULE_DEFAULTS = {"ports": "*", "proto": "*", "direction": "both"}
+_ALERT_OPTIONS = {"for": "for_windows", "clear": "clear_ratio", "scope": "scope", "name": "name"}
+
+
+def _rule(checked: dict) -> AlertRule:
+    """An AlertRule from checked fields; raises _Bad for a missing one."""
+    values = {**_RULE_DEFAULTS, **checked}
+    for key in ("metric", "limit"):
+        if key not in values:
+            raise _Bad(f"missing key {key!r}")
+    name = values.pop("name", None)
+    rule = AlertRule(name="", **values)
+    return replace(rule, name=name or rule.text())
+
+
+def _from_text(word: str):
+    """'3' -> 3, '0.5' -> 0.5, anything else unchanged (for the checks to reject)."""
+    for kind in (int, float):
+        try:
+            return kind(word)
+        except ValueError:
+            pass
+    return word
+
+
+def parse_alert(text: str) -> AlertRule:
+    """A rule in --alert syntax, e.g. ``tcp:443:in:bytes_per_s>10M:for=3`` (named so
+    unless it has a name= option).
+
+    Raises ConfigError naming the rule and the part at fault.
+    """
+    head, sep, tail = text.partition(">")
+    positional = head.split(":")
+    if not sep or len(positional) != 4:
+        raise ConfigError(f"--alert {text!r}: write it as {ALERT_SYNTAX}")
+    limit, *options = tail.split(":")
+    raw = dict(zip(("proto", "ports", "direction", "metric"), positional), limit=limit)
+    labels = {}
+    for option in options:
+        word, eq, value = option.partition("=")
+        if not eq or word not in _ALERT_OPTIONS:
+            raise ConfigError(f"--alert {text!r}: unknown option {option!r}; the options are "
+                              f"for=N, clear=R, scope=port|sum, name=NAME")
+        key = _ALERT_OPTIONS[word]
+        raw[key] = _from_text(value) if word in ("for", "clear") else value
+        labels[key] = word
+    checked = {}
+    for key, value in raw.items():
+        try:
+            checked[key] = _RULE_FIELDS[key](value)
+        except _Bad as bad:
+            raise ConfigError(f"--alert {text!r}: {labels.get(key, key)}: {bad}") from None
+    checked.setdefault("name", text)
+    return _rule(checked)
+
+
+def parse_alerts(texts) -> tuple[AlertRule, ...]:
+    """Rules from --alert texts; raises ConfigError for a bad rule or a name used twice."""
+    rules: dict[str, AlertRule] = {}
+    for text in texts:
+        rule = parse_alert(text)
+        if rule.name in rules:
+            raise ConfigError(f"--alert {text!r}: another rule is named {rule.name!r}")
+        rules[rule.name] = rule
+    return tuple(rules.values())
+
+
+# --- the config file -------------------------------------------------------------------
+
+def _interfaces(value) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise _Bad(f"{value!r} is not an interface name or a list of them")
+    return tuple(_text(item) for item in items)
+
+
+def _ports_text(value) -> str:
+    items = value if isinstance(value, list) else [value]
+    if not items or any(isinstance(i, bool) or not isinstance(i, (int, str)) for i in items):
+        raise _Bad(f"{value!r} is not a port list such as \"22,80,8000-8100\"")
+    text = ",".join(str(item) for item in items)
+    _port_mask(text)
+    return text
+
+
+def _interval(value):
+    _interval_ns(value)
+    return value
+
+
+def _output_dest(value) -> str:
+    if _text(value) == "unix:":
+        raise _Bad("'unix:' needs a socket path, as in unix:/run/pt.sock")
+    return value
+
+
+def _socket_mode_text(value) -> str:
+    _socket_mode(value)
+    return value
+
+
+def _user(value) -> str:
+    try:
+        pwd.getpwnam(_text(value))
+    except KeyError:
+        raise _Bad(f"{value!r}: no such user") from None
+    return value
+
+
+def _group(value) -> str:
+    try:
+        grp.getgrnam(_text(value))
+    except KeyError:
+        raise _Bad(f"{value!r}: no such group") from None
+    return value
+
+
+# Config key -> check; the checked value is in command-line form (see ConfigFile).
+_SETTINGS = {
+    "interfaces": _interfaces, "workers": _workers, "filter": _text, "ports": _ports_text,
+    "interval": _interval, "snaplen": _snaplen, "buffer": _buffer,
+    "subscriber_buffer": _subscriber_buffer, "output": _output_dest,
+    "format": _choice("msgpack", "json"), "socket_mode": _socket_mode_text,
+    "socket_group": _group, "user": _user, "on_alert": _text,
+    "alert_timeout": _alert_timeout, "alert_hooks": _alert_hooks,
+}
+CONFIG_KEYS = (*_SETTINGS, "alert")
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """The settings of a config file, checked; None = not set there.
+
+    Values are in command-line form (``interval`` in seconds, ``ports`` and
+    ``socket_mode`` as text, ``buffer`` in MiB), so that they can stand in for
+    the command line's defaults (``defaults``).
+    """
+
+    path: str
+    interfaces: tuple[str, ...] | None = None
+    workers: int | None = None
+    filter: str | None = None
+    ports: str | None = None
+    interval: float | str | None = None
+    snaplen: int | None = None
+    buffer: float | None = None
+    subscriber_buffer: float | None = None
+    output: str | None = None
+    format: str | None = None
+    socket_mode: str | None = None
+    socket_group: str | None = None
+    user: str | None = None
+    on_alert: str | None = None
+    alert_timeout: float | None = None
+    alert_hooks: int | None = None
+    alerts: tuple[AlertRule, ...] | None = None
+
+    def defaults(self) -> dict:
+        """The settings made, keyed by command-line destination (``filter`` -> ``bpf``).
+
+        List values (interfaces, alerts) are tuples: a repeatable option given
+        on the command line replaces them rather than adding to them.
+        """
+        dest = {"filter": "bpf"}
+        return {dest.get(f.name, f.name): getattr(self, f.name) for f in fields(self)
+                if f.name != "path" and getattr(self, f.name) is not None}
+
+
+def config_path(explicit: str | None) -> str | None:
+    """The config file to read: `explicit` (--config), else $PT_ENGINE_CONFIG, else the
+    first that exists of $XDG_CONFIG_HOME/pt-engine/config.toml (~/.config by default)
+    and /etc/pt-engine/config.toml; None if there is none."""
+    if explicit:
+        return explicit
+    if os.environ.get("PT_ENGINE_CONFIG"):
+        return os.environ["PT_ENGINE_CONFIG"]
+    home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    for candidate in (os.path.join(home, "pt-engine", "config.toml"),
+                      "/etc/pt-engine/config.toml"):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def load_config(path: str) -> ConfigFile:
+    """Read and check a TOML config file.
+
+    Raises ConfigError naming the file: it cannot be read, it is not TOML
+    (tomllib's message, with line and column), or a key is unknown or its value
+    bad (naming the key, as ``alert[2].metric`` for the second [[alert]] table,
+    and its line).
+    """
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(f"config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path}: not UTF-8 text ({err.reason} at byte "
+                          f"{err.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
+    lines = _key_lines(text)
+
+    def fail(where: tuple, problem: str) -> ConfigError:
+        line = _line_of(lines, where)
+        label = ".".join(f"{p}" if isinstance(p, str) else f"[{p}]" for p in where)
+        place = f"{path} line {line}" if line else path
+        return ConfigError(f"{place}: {label.replace('.[', '[')}: {problem}")
+
+    values: dict = {}
+    for key, value in data.items():
+        if key == "alert":
+            values["alerts"] = _alert_tables(value, fail)
+        elif key in _SETTINGS:
+            try:
+                values[key] = _SETTINGS[key](value)
+            except _Bad as bad:
+                raise fail((key,), str(bad)) from None
+        else:
+            raise fail((key,), f"unknown key; the keys are {', '.join(sorted(CONFIG_KEYS))}")
+    return ConfigFile(path, **values)
+
+
+def _alert_tables(value, fail) -> tuple[AlertRule, ...]:
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise fail(("alert",), "write alert rules as [[alert]] tables")
+    rules: dict[str, AlertRule] = {}
+    for number, table in enumerate(value, 1):
+        checked = {}
+        for key, item in table.items():
+            if key not in _RULE_FIELDS:
+                raise fail(("alert", number, key),
+                           f"unknown key; the keys are {', '.join(_RULE_FIELDS)}")
+            try:
+                checked[key] = _RULE_FIELDS[key](item)
+            except _Bad as bad:
+                raise fail(("alert", number, key), str(bad)) from None
+        try:
+            rule = _rule(checked)
+        except _Bad as bad:
+            raise fail(("alert", number), str(bad)) from None
+        if rule.name in rules:
+            raise fail(("alert", number, "name") if "name" in table else ("alert", number),
+                       f"another rule is named {rule.name!r}")
+        rules[rule.name] = rule
+    return tuple(rules.values())
+
+
+# --- where keys are in the file ----------------------------------------------------------
+# tomllib gives values without positions, so the text of a file it accepted is
+# scanned: table headers ([a], [[a]] counted per name), and `key =` at the start
+# of a line that is not inside a multi-line string or a multi-line array or
+# inline table. A key is recorded under its table's path, where the n-th [[a]]
+# table is (a, n), n from 1.
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    lines: dict[tuple, int] = {}
+    counts: dict[tuple, int] = {}
+    table: tuple = ()
+    state = (None, 0)      # (open multi-line string delimiter, bracket depth)
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if state == (None, 0) and stripped and not stripped.startswith("#"):
+            if stripped.startswith("["):
+                array = stripped.startswith("[[")
+                name = tuple(_split_key(stripped[2 if array else 1:_unquoted_index(stripped, "]")]))
+                if array:
+                    counts[name] = counts.get(name, 0) + 1
+                table = _table_path(name, counts)
+                lines.setdefault(table, number)
+            else:
+                key = stripped[:_unquoted_index(stripped, "=")]
+                lines.setdefault(table + tuple(_split_key(key)), number)
+        state = _scan(line, *state)
+    return lines
+
+
+def _line_of(lines: dict[tuple, int], where: tuple) -> int | None:
+    """The line of `where`, else of the first key inside it, else of its nearest parent."""
+    for n in range(len(where), 0, -1):
+        prefix = where[:n]
+        if prefix in lines:
+            return lines[prefix]
+        inside = [line for path, line in lines.items() if path[:n] == prefix]
+        if inside:
+            return min(inside)
+    return None
+
+
+def _table_path(name: tuple, counts: dict) -> tuple:
+    """(a, b) -> (a, 3, b) when a is an array of tables seen three times so far."""
+    path: tuple = ()
+    for i in range(len(name)):
+        path += (name[i],)
+        if name[:i + 1] in counts:
+            path += (counts[name[:i + 1]],)
+    return path
+
+
+def _unquoted_index(line: str, target: str) -> int:
+    """Index of the first `target` character outside quotes (len(line) if none):
+    a header's closing bracket, or the '=' after a key."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == target:
+            return i
+    return len(line)
+
+
+def _split_key(key: str) -> list[str]:
+    """'a."b.c" . d' -> ['a', 'b.c', 'd'] (escapes in quoted keys are kept as written)."""
+    parts, current, quote = [], "", None
+    for ch in key:
+        if quote:
+            if ch == quote:
+                quote = None
+            else:
+                current += ch
+        elif ch in "\"'":
+            quote = ch
+        elif ch == ".":
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    parts.append(current.strip())
+    return parts
+
+
+def _scan(line: str, string: str | None, depth: int) -> tuple[str | None, int]:
+    """The multi-line string and bracket depth open after `line`."""
+    i = 0
+    while i < len(line):
+        if string:
+            if line.startswith(string, i) and (string == "'''" or line[i - 1:i] != "\\"):
+                i += 3
+                string = None
+            else:
+                i += 1
+            continue
+        ch = line[i]
+        if ch == "#":
+            break
+        if line.startswith(('"""', "'''"), i):
+            string = line[i:i + 3]
+            i += 3
+        elif ch in "\"'":
+            end = i + 1
+            while end < len(line) and line[end] != ch:
+                end += 2 if ch == '"' and line[end] == "\\" else 1
+            i = end + 1
+        else:
+            depth += (ch in "[{") - (ch in "]}")
+            i += 1
+    return string, depth

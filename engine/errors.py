@@ -36,3 +36,18 @@ class TransportError(EngineError):
 
 class SinkError(EngineError):
     """The output (stdout, file, UNIX socket) cannot be written."""
+
+
+class StreamError(EngineError):
+    """A stream cannot be read: no engine on the socket, a file that is not a
+    pt-engine stream or is corrupt. ``records_read`` counts the whole records
+    read before the failure."""
+
+    def __init__(self, message: str, records_read: int = 0):
+        super().__init__(message)
+        self.records_read = records_read
+
+
+class TruncatedStream(StreamError):
+    """A stream ends in the middle of a record (a connection closed mid-record,
+    a recording cut off or still being written)."""

@@ -1,4 +1,5 @@
-"""Where encoded stream records go: stdout, a file, or a UNIX socket with subscribers.
+"""Where encoded stream records go: stdout, a file, a UNIX socket with subscribers,
+or a size-rotated recording (`pt-engine record`).
 
 Sinks take whole encoded records (bytes). stdout carries data only; log
 lines go to stderr through ``log``.
@@ -12,8 +13,11 @@ import sys
 import time
 from typing import Callable
 
+import msgpack
+
 from .config import Output
 from .errors import SinkError
+from .stream import FORMAT_NAME
 
 
 def log(message: str) -> None:
@@ -202,6 +206,121 @@ class UnixSocketSink:
             pass
 
 
+class RotatingFileSink:
+    """A recording: msgpack records appended to PATH, rotated by size.
+
+    An existing PATH is appended to, after a check that it is a pt-engine
+    msgpack stream; a partial record at its end (a recorder killed in the
+    middle of a write) is cut off with a log line, so the new records follow
+    whole ones. When a record would take PATH past `max_bytes`, PATH becomes
+    PATH.1 (PATH.1 becomes PATH.2, ... PATH.keep is the oldest, and what was
+    PATH.keep goes) and a new PATH starts with a copy of the last hello, so
+    that every file reads on its own. A record is never split between files:
+    one larger than `max_bytes` gets a file to itself. Raises SinkError when
+    PATH cannot be opened, is not a recording, or cannot be written or rotated.
+    """
+
+    def __init__(self, path: str, max_bytes: int, keep: int):
+        self.name = path
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.rotations = 0
+        self._hello = b""
+        self._check_existing()
+        self._fh, self._size = self._open()
+
+    def _check_existing(self) -> None:
+        """Refuse to append to what is not a recording; cut a partial last record."""
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise SinkError(f"{self.path}: {err.strerror}") from err
+        with fh:
+            unpacker = msgpack.Unpacker(fh, raw=False)
+            records, end = 0, 0
+            try:
+                first = unpacker.unpack()
+                records, end = 1, unpacker.tell()
+                while True:
+                    unpacker.skip()
+                    records, end = records + 1, unpacker.tell()
+            except msgpack.OutOfData:
+                pass
+            except (msgpack.UnpackException, ValueError):
+                raise SinkError(f"{self.path} is not a pt-engine msgpack recording (corrupt "
+                                f"after {records} records); not appending to it") from None
+            size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return
+        if (records == 0 or not isinstance(first, dict) or first.get("type") != "hello"
+                or first.get("format") != FORMAT_NAME):
+            raise SinkError(f"{self.path} is not a pt-engine msgpack recording (it does not "
+                            f"begin with a hello record); not appending to it")
+        if end < size:
+            log(f"{self.path} ended in the middle of a record (an interrupted recording?); "
+                f"cutting the {size - end} bytes after its {records} whole records")
+            try:
+                os.truncate(self.path, end)
+            except OSError as err:
+                raise SinkError(f"cannot cut {self.path}: {err.strerror}") from err
+
+    def _open(self):
+        try:
+            fh = open(self.path, "ab", buffering=0)
+        except OSError as err:
+            raise SinkError(f"{self.path}: {err.strerror}") from err
+        return fh, os.fstat(fh.fileno()).st_size
+
+    def _rotate(self) -> None:
+        self._fh.close()
+        try:
+            if self.keep == 0:
+                os.unlink(self.path)
+            else:
+                for i in range(self.keep - 1, 0, -1):
+                    if os.path.exists(f"{self.path}.{i}"):
+                        os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
+                os.replace(self.path, f"{self.path}.1")
+        except OSError as err:
+            raise SinkError(f"cannot rotate {self.path}: {err.strerror}") from err
+        self._fh, self._size = self._open()
+        self.rotations += 1
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._fh.write(view):]
+        except OSError as err:
+            # A full disk: take back the part of the record that reached the file.
+            try:
+                os.ftruncate(self._fh.fileno(), self._size)
+            except OSError:
+                pass
+            raise SinkError(f"cannot write to {self.path}: {err.strerror}") from err
+        self._size += len(data)
+
+    def write(self, data: bytes, kind: str) -> None:
+        """Append one encoded record, rotating first if it would not fit; raises SinkError."""
+        if kind == "hello":
+            self._hello = data
+        if self._size and self._size + len(data) > self.max_bytes:
+            self._rotate()
+            if kind != "hello" and self._hello:
+                self._append(self._hello)
+        self._append(data)
+
+    def poll(self) -> None:
+        """Nothing to service."""
+
+    def close(self) -> None:
+        """Close the current file."""
+        self._fh.close()
+
+
 def open_sink(output: Output, snapshot: Callable[[], bytes] | None = None,
               socket_mode: int = 0o600, socket_group: str | None = None,
               max_buffer: int = 16 << 20):
@@ -216,6 +335,8 @@ def open_sink(output: Output, snapshot: Callable[[], bytes] | None = None,
         return StreamSink(fh, output.path, owns=True)
     if output.kind == "unix":
         return UnixSocketSink(output.path, socket_mode, socket_group, max_buffer, snapshot)
+    if output.kind == "rotating":
+        return RotatingFileSink(output.path, output.max_bytes, output.keep)
     raise SinkError(f"unknown output kind {output.kind!r}")
 
 

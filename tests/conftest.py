@@ -24,6 +24,13 @@ def _load_native():
                     pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def no_user_config(monkeypatch):
+    """The suite never reads the config file of the machine it runs on (an empty
+    file stands in for it; tests of config files set their own)."""
+    monkeypatch.setenv("PT_ENGINE_CONFIG", os.devnull)
+
+
 @pytest.fixture(scope="session")
 def native():
     """The compiled backend ``engine._core``; fails (never skips) if it is not built."""

@@ -1,0 +1,283 @@
+"""Threshold alerts: rules (engine.config.AlertRule) checked on every window record.
+
+An ``Alerts`` object is a pipeline observer: it sees the stream's records and
+returns ``alert`` and ``resolved`` records to write after them
+(docs/stream-format.md). It reads only the stream: the ``hello`` for the
+window length, and the port rows of each ``window``.
+
+A rate is a window's count divided by the window length. Scope ``port`` keeps
+one state per matching (proto, port) row, scope ``sum`` one for the sum over
+the matching rows. A state fires when its rate is over the limit for
+``for_windows`` windows in a row and resolves when it stays under
+``limit * clear_ratio`` as many windows in a row; in between (under the limit,
+over the clear level) it stays as it is, so a rate flapping around the limit
+alerts once. A window without a row for a port counts as zero for it, and so
+does every window of a gap in the stream (file mode writes only windows with
+packets): a resolution that falls in a gap is written with the next window
+record, carrying the gap window's start.
+
+Each alert and resolution is also logged on stderr and, with ``--on-alert``,
+given to a shell command (``Hooks``) that runs in the background.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass
+
+from .config import AlertRule, si
+from .sinks import log
+
+# Port row columns [proto, port, in_packets, in_bytes, out_packets, out_bytes]
+# summed for (metric, direction).
+_COLUMNS = {("packets_per_s", "in"): (2,), ("bytes_per_s", "in"): (3,),
+            ("packets_per_s", "out"): (4,), ("bytes_per_s", "out"): (5,),
+            ("packets_per_s", "both"): (2, 4), ("bytes_per_s", "both"): (3, 5)}
+_UNITS = {"bytes_per_s": "bytes/s", "packets_per_s": "packets/s"}
+
+
+@dataclass
+class _State:
+    """One (rule, port or sum) being watched: over the limit, or alerting."""
+
+    over: int = 0            # windows in a row over the limit
+    under: int = 0           # windows in a row under the clear level, while active
+    active: bool = False
+    since_ns: int = 0        # start of the first window of the run over the limit
+    fired_ns: int = 0        # start of the window the alert fired in
+    peak: float = 0.0
+
+
+class Alerts:
+    """Checks `rules` on each window; an observer for engine.pipeline.
+
+    `on_alert` is a shell command given each alert and resolved record as JSON
+    on stdin (see Hooks), killed after `timeout` seconds, at most `max_hooks`
+    at once. Call ``close`` when the stream has ended.
+    """
+
+    def __init__(self, rules: tuple[AlertRule, ...] = (), on_alert: str | None = None,
+                 timeout: float = 10.0, max_hooks: int = 4):
+        self.rules = tuple(rules)
+        self.hooks = Hooks(on_alert, timeout, max_hooks) if on_alert else None
+        self.interval_ns: int | None = None
+        self._next_ns: int | None = None      # start of the window expected next
+        self._states: list[dict[tuple, _State]] = [{} for _ in self.rules]
+        self._ranges = [rule.port_range for rule in self.rules]
+
+    def observe(self, record: dict) -> list[dict]:
+        """The alert and resolved records a stream record causes (records before the
+        hello, and records other than windows, cause none)."""
+        if record.get("type") == "hello":
+            self.interval_ns = record["interval_ns"]
+            return []
+        if record.get("type") != "window" or self.interval_ns is None or not self.rules:
+            return []
+        start = record["start_ns"]
+        out: list[dict] = []
+        if self._next_ns is not None and start > self._next_ns:
+            quiet = (start - self._next_ns) // self.interval_ns
+            for rule, states in zip(self.rules, self._states):
+                out += self._quiet(rule, states, self._next_ns, quiet)
+        for i, rule in enumerate(self.rules):
+            out += self._window(rule, self._states[i], self._rates(i, record["ports"]), start)
+        self._next_ns = start + self.interval_ns
+        for alert in out:
+            self._report(alert)
+        return out
+
+    def close(self) -> None:
+        """Let running hooks finish (each until its timeout)."""
+        if self.hooks is not None:
+            self.hooks.close()
+
+    def _rates(self, i: int, rows: list) -> dict[tuple, float]:
+        """key -> rate of the rows rule i matches: key (proto, port) for scope port,
+        (rule proto, rule ports) for scope sum."""
+        rule, (lo, hi) = self.rules[i], self._ranges[i]
+        columns = _COLUMNS[rule.metric, rule.direction]
+        counts: dict[tuple, int] = {}
+        for row in rows:
+            if (rule.proto == "*" or row[0] == rule.proto) and lo <= row[1] <= hi:
+                counts[row[0], row[1]] = sum(row[c] for c in columns)
+        if rule.scope == "sum":
+            counts = {(rule.proto, rule.ports): sum(counts.values())}
+        return {key: n * 1_000_000_000 / self.interval_ns for key, n in counts.items()}
+
+    def _window(self, rule: AlertRule, states: dict, rates: dict, start: int) -> list[dict]:
+        out = []
+        idle = sorted(key for key in states if key not in rates)
+        for key in [*rates, *idle]:
+            rate = rates.get(key, 0.0)
+            state = states.get(key)
+            if state is None:
+                if rate <= rule.limit:
+                    continue
+                state = states[key] = _State()
+            alert = self._step(rule, key, state, rate, start)
+            if alert is not None:
+                out.append(alert)
+            if not state.active and not state.over:
+                del states[key]
+        return out
+
+    def _step(self, rule: AlertRule, key: tuple, state: _State, rate: float,
+              start: int) -> dict | None:
+        """Advance one state by one window; the record it causes, if any."""
+        if not state.active:
+            if rate <= rule.limit:
+                state.over = 0
+                return None
+            state.over += 1
+            if state.over == 1:
+                state.since_ns = start
+            if state.over < rule.for_windows:
+                return None
+            state.active, state.fired_ns, state.peak, state.under = True, start, rate, 0
+            return {**self._fields("alert", rule, key, rate, start),
+                    "since_ns": state.since_ns, "windows_over": state.over}
+        state.peak = max(state.peak, rate)
+        if rate >= rule.limit * rule.clear_ratio:
+            state.under = 0
+            return None
+        state.under += 1
+        if state.under < rule.for_windows:
+            return None
+        return self._resolve(rule, key, state, rate, start)
+
+    def _quiet(self, rule: AlertRule, states: dict, first_ns: int, windows: int) -> list[dict]:
+        """`windows` windows without packets from first_ns on: every rate is zero."""
+        out = []
+        for key in sorted(states):
+            state = states[key]
+            if state.active and state.under + windows >= rule.for_windows:
+                at = first_ns + (rule.for_windows - state.under - 1) * self.interval_ns
+                out.append(self._resolve(rule, key, state, 0.0, at))
+                del states[key]
+            elif state.active:
+                state.under += windows
+            else:
+                del states[key]
+        return out
+
+    def _resolve(self, rule: AlertRule, key: tuple, state: _State, rate: float,
+                 start: int) -> dict:
+        state.active, state.over = False, 0
+        return {**self._fields("resolved", rule, key, rate, start),
+                "clear_below": rule.limit * rule.clear_ratio, "since_ns": state.since_ns,
+                "fired_ns": state.fired_ns, "duration_ns": start - state.fired_ns,
+                "peak": state.peak}
+
+    def _fields(self, kind: str, rule: AlertRule, key: tuple, rate: float, start: int) -> dict:
+        return {"type": kind, "rule": rule.name, "scope": rule.scope, "proto": key[0],
+                "port": key[1], "direction": rule.direction, "metric": rule.metric,
+                "value": rate, "limit": rule.limit, "window_start_ns": start,
+                "window_end_ns": start + self.interval_ns}
+
+    def _report(self, alert: dict) -> None:
+        unit = _UNITS[alert["metric"]]
+        where = f"{alert['proto']}/{alert['port']} {alert['direction']}"
+        when = _utc(alert["window_start_ns"])
+        if alert["type"] == "alert":
+            log(f"alert {alert['rule']!r}: {where} {si(alert['value'])} {unit}, over "
+                f"{si(alert['limit'])} for {alert['windows_over']} window(s), at {when}")
+        else:
+            log(f"resolved {alert['rule']!r}: {where} {si(alert['value'])} {unit}, under "
+                f"{si(alert['clear_below'])}, at {when}; active "
+                f"{alert['duration_ns'] / 1e9:g} s, peak {si(alert['peak'])} {unit}")
+        if self.hooks is not None:
+            self.hooks.run(alert)
+
+
+def _utc(ns: int) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{rest // 1_000_000:03d}Z"
+
+
+class Hooks:
+    """Runs `command` through /bin/sh for each record, with the record as one JSON
+    line on stdin and its output on stderr (stdout carries the stream).
+
+    Nothing here blocks the caller: the record is written into the pipe at
+    once (a record is far smaller than a pipe buffer) and a watcher thread
+    waits for the command. A command still running after `timeout` seconds is
+    killed with its process group (it runs in a session of its own) and
+    logged. When `limit` commands are running, further records are dropped,
+    logged and counted in ``dropped``.
+    """
+
+    def __init__(self, command: str, timeout: float, limit: int):
+        self.command = command
+        self.timeout = timeout
+        self.limit = limit
+        self.dropped = 0
+        self._watchers: list[tuple[threading.Thread, subprocess.Popen]] = []
+
+    def run(self, record: dict) -> None:
+        """Start the command for `record`, or drop it (logged) when too many run."""
+        what = f"{record['type']} {record['rule']!r}"
+        self._watchers = [(t, p) for t, p in self._watchers if t.is_alive()]
+        if len(self._watchers) >= self.limit:
+            self.dropped += 1
+            log(f"--on-alert: {self.limit} commands still running; not run for {what} "
+                f"({self.dropped} dropped so far)")
+            return
+        try:
+            proc = subprocess.Popen(self.command, shell=True, stdin=subprocess.PIPE,
+                                    stdout=2, start_new_session=True)
+        except OSError as err:
+            log(f"--on-alert: cannot start {self.command!r}: {err.strerror}")
+            return
+        fd = proc.stdin.fileno()
+        os.set_blocking(fd, False)
+        try:
+            os.write(fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        except BrokenPipeError:
+            pass              # the command exited without reading its input
+        except BlockingIOError:
+            log(f"--on-alert: the command's input pipe is full; {what} not given to it")
+        finally:
+            proc.stdin.close()
+        thread = threading.Thread(target=self._watch, args=(proc, what), daemon=True,
+                                  name=f"pt-engine hook {proc.pid}")
+        thread.start()
+        self._watchers.append((thread, proc))
+
+    def _watch(self, proc: subprocess.Popen, what: str) -> None:
+        try:
+            status = proc.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            log(f"--on-alert: command for {what} killed after its {self.timeout:g} s timeout")
+            return
+        if status:
+            how = f"was killed by signal {-status}" if status < 0 else f"exited with {status}"
+            log(f"--on-alert: command for {what} {how}")
+
+    def close(self) -> None:
+        """Wait for the running commands (each at most until its timeout); on an
+        interrupt, kill them instead."""
+        try:
+            for thread, _ in self._watchers:
+                thread.join()
+        except BaseException:
+            for _, proc in self._watchers:
+                _kill_group(proc)
+            raise
+        if self.dropped:
+            log(f"--on-alert: {self.dropped} alert(s) not given to the command "
+                f"(more than {self.limit} running at once)")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
