@@ -7,7 +7,7 @@ Sees only buffers and integers; the Python package (engine/) owns everything els
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset, memcpy, strerror
 from libc.errno cimport errno
-from libc.stdio cimport ftell
+from libc.stdio cimport FILE, fclose, ftell
 
 from records cimport *
 from wire cimport cur_has, cur_read_u16, cur_read_u32, cur_read_u32_le

@@ -45,6 +45,34 @@ cdef inline long long monotonic_ms() noexcept nogil:
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <long long>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
 
+cdef extern from "<sys/mman.h>" nogil:
+    void* mmap(void*, size_t, int, int, int, long)
+    int munmap(void*, size_t)
+    int madvise(void*, size_t, int)
+    void* MAP_FAILED
+    int PROT_READ
+    int MAP_PRIVATE
+    int MADV_SEQUENTIAL
+    int MADV_DONTNEED
+
+cdef extern from "<sys/stat.h>" nogil:
+    cdef struct stat_t "stat":
+        long st_size
+        unsigned int st_mode
+    int fstat(int, stat_t*)
+    bint S_ISREG(unsigned int)
+
+cdef extern from "<fcntl.h>" nogil:
+    int c_open "open"(const char*, int)
+    int O_RDONLY
+    int O_CLOEXEC
+
+cdef extern from "<unistd.h>" nogil:
+    int c_close "close"(int)
+
+cdef extern from "<stdio.h>" nogil:
+    FILE* fmemopen(void*, size_t, const char*)
+
 cdef extern from "<sys/socket.h>" nogil:
     int setsockopt(int, int, int, const void*, unsigned int)
 
@@ -76,6 +104,9 @@ cdef class Capture:
     closed by close() or when the object is collected.
     """
     cdef pcap_t* p
+    cdef void* map_base          # a mapped savefile libpcap reads through fmemopen
+    cdef size_t map_len
+    cdef size_t map_dropped      # bytes at the start of the mapping already let go
     cdef fill_ctx_t ctx
     cdef readonly str name
     cdef readonly int linktype
@@ -87,12 +118,21 @@ cdef class Capture:
 
     def __cinit__(self):
         self.p = NULL
+        self.map_base = NULL
+        self.map_len = 0
+        self.map_dropped = 0
         self.error = None
 
     def __dealloc__(self):
+        self._release()
+
+    cdef void _release(self) noexcept:
         if self.p != NULL:
-            pcap_close(self.p)
+            pcap_close(self.p)       # also fcloses a FILE we gave it
             self.p = NULL
+        if self.map_base != NULL:
+            munmap(self.map_base, self.map_len)
+            self.map_base = NULL
 
     cdef _init_handle(self, int iface, uint64_t ts_mult):
         self.linktype = pcap_datalink(self.p)
@@ -106,19 +146,63 @@ cdef class Capture:
     def open_file(str path, int iface=0):
         """Open a pcap or pcapng file with nanosecond timestamps.
 
+        A regular file is mapped into memory and handed to libpcap as a
+        memory stream (pcap_fopen_offline): libpcap still reads every record,
+        but without a read() system call and its copy per 4 KiB. Pipes and
+        other files go through pcap_open_offline as usual.
         Raises PcapError with libpcap's reason (no such file, unknown format...).
         """
         cdef char errbuf[512]
         cdef bytes bpath = path.encode()
         cdef Capture cap = Capture.__new__(Capture)
+        cdef FILE* fp = NULL
         errbuf[0] = 0
-        cap.p = pcap_open_offline_with_tstamp_precision(bpath, PCAP_TSTAMP_PRECISION_NANO, errbuf)
+        cap._map(bpath)
+        if cap.map_base != NULL:
+            fp = fmemopen(cap.map_base, cap.map_len, "rb")
+        if fp != NULL:
+            cap.p = pcap_fopen_offline_with_tstamp_precision(fp, PCAP_TSTAMP_PRECISION_NANO,
+                                                             errbuf)
+            if cap.p == NULL:
+                fclose(fp)
+        else:
+            cap.p = pcap_open_offline_with_tstamp_precision(bpath, PCAP_TSTAMP_PRECISION_NANO,
+                                                            errbuf)
         if cap.p == NULL:
+            cap._release()
             raise PcapError(errbuf.decode(errors="replace"))
         cap.name = path
         cap.live = False
         cap._init_handle(iface, 1)
         return cap
+
+    cdef void _drop_read_pages(self) noexcept:
+        """Unmap the pages libpcap has read past, so that resident memory stays
+        flat whatever the file size (the page cache keeps them, shared)."""
+        cdef long pos = ftell(pcap_file(self.p))
+        cdef size_t upto
+        if pos <= 0:
+            return
+        upto = (<size_t>pos) & ~(<size_t>0xFFFFF)    # whole MiB below the read position
+        if upto > self.map_dropped:
+            madvise(<char*>self.map_base + self.map_dropped, upto - self.map_dropped,
+                    MADV_DONTNEED)
+            self.map_dropped = upto
+
+    cdef void _map(self, const char* path) noexcept:
+        """Map a non-empty regular file read-only; leaves map_base NULL otherwise."""
+        cdef stat_t st
+        cdef void* base
+        cdef int fd = c_open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0:
+            return
+        if fstat(fd, &st) == 0 and S_ISREG(st.st_mode) and st.st_size > 0:
+            base = mmap(NULL, <size_t>st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)
+            if base != MAP_FAILED:
+                madvise(base, <size_t>st.st_size, MADV_SEQUENTIAL)
+                self.map_base = base
+                self.map_len = <size_t>st.st_size
+        c_close(fd)
 
     @staticmethod
     def open_live(str device, int snaplen, bint promisc=True, int timeout_ms=100,
@@ -232,6 +316,8 @@ cdef class Capture:
                     pfd.revents = 0
                     if poll(&pfd, 1, <int>left) == 0:
                         break
+        if self.map_base != NULL:
+            self._drop_read_pages()
         n = self.ctx.n - start
         self.packets += n
         self.caplen_bytes = self.ctx.caplen_sum
@@ -296,10 +382,8 @@ cdef class Capture:
         return pcap_get_selectable_fd(self.p)
 
     def close(self):
-        """Release the libpcap handle (idempotent)."""
-        if self.p != NULL:
-            pcap_close(self.p)
-            self.p = NULL
+        """Release the libpcap handle and any mapping (idempotent)."""
+        self._release()
 
     cdef _check_open(self):
         if self.p == NULL:

@@ -48,6 +48,7 @@ cdef extern from "<pcap/pcap.h>" nogil:
     int PCAP_WARNING_TSTAMP_TYPE_NOTSUP
 
     pcap_t* pcap_open_offline_with_tstamp_precision(const char*, unsigned int, char*)
+    pcap_t* pcap_fopen_offline_with_tstamp_precision(FILE*, unsigned int, char*)
     pcap_t* pcap_create(const char*, char*)
     int pcap_set_snaplen(pcap_t*, int)
     int pcap_set_promisc(pcap_t*, int)
