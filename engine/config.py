@@ -126,7 +126,7 @@ class ReadOptions:
     ports: PortSpec | None = None
     output: Output = Output("stdout", None)
     slot_records: int = 32768
-    slots: int = 4
+    slots: int = 8
 
 
 @dataclass(frozen=True)
