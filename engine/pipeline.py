@@ -25,7 +25,7 @@ import numpy as np
 
 from . import errors, stream
 from .aggregate import Aggregator, Feed
-from .config import ReadOptions, RunOptions
+from .config import ReadOptions
 from .errors import EngineError
 from .records import RECORD_DTYPE
 from .sinks import log, open_sink

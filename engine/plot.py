@@ -323,7 +323,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     index = {key: i for i, key in enumerate(busiest)}
     series = np.zeros((len(busiest), 2, nbins))
     if busiest:
-        for _, start, end, rows in files.windows():
+        for _, start, _end, rows in files.windows():
             if not totals.wants(start):
                 continue
             b = min((start - edge0) // bin_ns, nbins - 1)

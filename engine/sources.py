@@ -361,10 +361,13 @@ class LiveSource:
 
     def describe(self) -> dict:
         """The source as the stream's hello record lists it."""
-        return {"iface": self.iface, "kind": self.kind, "name": self.name,
-                "worker": self.worker, "linktype": self.linktype,
-                "linktype_name": records.linktype_name(self.linktype),
-                "snaplen": self.snaplen}
+        described = {"iface": self.iface, "kind": self.kind, "name": self.name,
+                     "worker": self.worker, "linktype": self.linktype,
+                     "linktype_name": records.linktype_name(self.linktype),
+                     "snaplen": self.snaplen}
+        if self.warning:
+            described["warning"] = self.warning    # libpcap's, e.g. no promiscuous mode
+        return described
 
     def fill(self, buf, start: int = 0, wait_ms: int = 50) -> tuple[int, int]:
         """Collect packets into buf[start:] for up to wait_ms; (records, FILL_*)."""
