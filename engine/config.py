@@ -15,8 +15,10 @@ import pwd
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy
 
 from .errors import ConfigError
 from .records import PROTO_NAMES
@@ -31,7 +33,7 @@ class PortSpec:
     """A set of ports from text like ``22,80,443,8000-8100``; empty text = all ports."""
 
     text: str
-    mask: np.ndarray = field(repr=False, compare=False)
+    mask: numpy.ndarray = field(repr=False, compare=False)   # bool[65536]
 
     @classmethod
     def parse(cls, text: str | None) -> PortSpec | None:
@@ -47,7 +49,8 @@ class PortSpec:
             raise ConfigError(f"--ports {bad}") from None
 
 
-def _port_mask(text: str) -> np.ndarray:
+def _port_mask(text: str) -> numpy.ndarray:
+    import numpy as np
     mask = np.zeros(65536, dtype=bool)
     for part in text.split(","):
         item = part.strip()

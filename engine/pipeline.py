@@ -21,17 +21,18 @@ import signal
 import time
 from dataclasses import dataclass
 
-import numpy as np
+from typing import TYPE_CHECKING
 
-from . import errors, stream
-from .aggregate import Aggregator, Feed
+from . import errors, records, stream
 from .config import ReadOptions
 from .errors import EngineError
-from .records import RECORD_DTYPE
 from .sinks import log, open_sink
 from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, LiveSource, open_file,
                       use_reference_backend)
 from .transport import Consumer, Done, Producer, Ring
+
+if TYPE_CHECKING:
+    from .aggregate import Feed
 
 FLUSH_MS = 50          # a live capture process hands over a partial slot this often
 RESTARTS = 3           # a live capture process that dies is restarted at most this often
@@ -113,7 +114,7 @@ def _live_capture_main(spec: LiveSpec, ring: Ring, conn) -> None:
     except EngineError as err:
         producer.finish(Done("error", {}, type(err).__name__, str(err)))
         return
-    scratch = memoryview(np.zeros(4096, RECORD_DTYPE).view(np.uint8))
+    scratch = memoryview(bytearray(4096 * records.RECORD_SIZE))
     # A packet can wait in a kernel block up to the read timeout before we see it.
     grace_ns = 2 * source.timeout_ms * 1_000_000
     slot, pos, last_flush = None, 0, time.monotonic()
@@ -171,9 +172,10 @@ def drop_privileges(user: str) -> None:
 @dataclass
 class _Worker:
     process: multiprocessing.Process
-    feed: Feed
-    ring: Ring
+    consumer: Consumer
+    source: int              # index into the hello's sources
     start: tuple             # (group, target, args) to restart it
+    feed: Feed | None = None     # once the aggregator consumes it
     restarts: int = 0
     reported: bool = False
 
@@ -218,14 +220,19 @@ class _Pipeline:
         written, so nothing already counted is lost.
         """
         opts = self.opts
-        encode = stream.encoder(opts.output.format)
-        self.aggregator = Aggregator(opts.interval_ns, opts.ports, emit=lambda r: None,
-                                     groups=self._groups(), live=self.live)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         failures: list[Done] = []
         try:
+            # Capture processes start first: they never import numpy, so they
+            # read while this process imports the aggregator's modules.
             for source_id, (group, target, args) in enumerate(self._targets()):
                 self._spawn(source_id, group, target, args)
+            from .aggregate import Aggregator
+            encode = stream.encoder(opts.output.format)
+            self.aggregator = Aggregator(opts.interval_ns, opts.ports, emit=lambda r: None,
+                                         groups=self._groups(), live=self.live)
+            for worker in self.workers:
+                self._attach(worker)
             self.sources = [self._await_ready(w) for w in self.workers]
             self.aggregator.source_info = {i: {"source": i, "name": s["name"],
                                                "worker": s.get("worker", 0)}
@@ -253,7 +260,7 @@ class _Pipeline:
                 failures = [d for d in map(self._explain, self.workers) if d.kind == "error"]
                 summary = self.aggregator.snapshot("summary")
                 summary["interrupted"] = self.interrupted
-                summary["sources"] = [dict(self.sources[w.feed.source], **_done_fields(w.feed.done))
+                summary["sources"] = [dict(self.sources[w.source], **_done_fields(w.feed.done))
                                       for w in self.workers]
                 self.aggregator.emit(summary)
             finally:
@@ -277,18 +284,22 @@ class _Pipeline:
                                  args=(*args, ring, there), daemon=True)
         proc.start()
         there.close()
-        feed = self.aggregator.add_feed(Consumer(ring, here), group, source_id)
-        worker = _Worker(proc, feed, ring, (group, target, args))
+        worker = _Worker(proc, Consumer(ring, here), source_id, (group, target, args))
         self.workers.append(worker)
         return worker
 
+    def _attach(self, worker: _Worker) -> None:
+        """Hand a capture process's records to the aggregator."""
+        group = worker.start[0]
+        worker.feed = self.aggregator.add_feed(worker.consumer, group, worker.source)
+
     def _await_ready(self, worker: _Worker) -> dict:
         try:
-            msg = worker.feed.consumer.receive()
+            msg = worker.consumer.receive()
         except errors.TransportError:
             worker.process.join(5)
             raise errors.TransportError(
-                f"capture process {worker.feed.source} died while opening its source "
+                f"capture process {worker.source} died while opening its source "
                 f"(exit status {worker.process.exitcode})") from None
         if isinstance(msg, Done):
             raise _rebuild(msg)
@@ -321,7 +332,8 @@ class _Pipeline:
             self._give_up(f"{done.message}; not restarted again after {RESTARTS} restarts")
             return
         group, target, args = worker.start
-        replacement = self._spawn(worker.feed.source, group, target, args)
+        replacement = self._spawn(worker.source, group, target, args)
+        self._attach(replacement)
         replacement.restarts = worker.restarts + 1
         try:
             self._await_ready(replacement)
@@ -343,7 +355,7 @@ class _Pipeline:
             if worker.process.is_alive():
                 worker.process.terminate()
             worker.process.join(5)
-            worker.feed.consumer.conn.close()
+            worker.consumer.conn.close()
 
     def _explain(self, worker: _Worker) -> Done:
         done = worker.feed.done

@@ -26,10 +26,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, EngineError, SinkError, StreamError, TruncatedStream
 from .sinks import log
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_BINS = 480
 DPI = 100
@@ -268,6 +271,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     Raises StreamError for a file that cannot be read or is not a stream (the
     message counts the records read), or when no window falls in the range.
     """
+    import numpy as np
     files = _Files(list(paths))
     segments: dict[int, list[int]] = {}      # segment -> [first start, last end]
     intervals: set[int] = set()
@@ -360,6 +364,7 @@ def _bin_width(span_ns: int, interval_ns: int) -> int:
 
 def _coverage(edges: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
     """Recorded ns within each bin, from the union of the recordings' spans."""
+    import numpy as np
     merged: list[list[int]] = []
     for a, b in sorted(s for s in spans if s[1] > s[0]):
         if merged and a <= merged[-1][1]:
@@ -394,6 +399,7 @@ def figure(rec: Recording, size: tuple[int, int] = (1200, 900)):
 
     Raises EngineError if matplotlib is missing.
     """
+    import numpy as np
     matplotlib_module()
     from matplotlib import colormaps
     from matplotlib import dates as mdates

@@ -7,18 +7,30 @@ from __future__ import annotations
 
 import enum
 
-import numpy as np
+RECORD_SIZE = 56
 
-RECORD_DTYPE = np.dtype(
-    {
-        "names": ["ts_ns", "wire_len", "src_port", "dst_port", "proto", "pkt_class",
-                  "iface", "reason", "pad", "src_addr", "dst_addr"],
-        "formats": ["<u8", "<u4", "<u2", "<u2", "u1", "u1", "<u2", "u1", ("u1", 3),
-                    ("u1", 16), ("u1", 16)],
-        "offsets": [0, 8, 12, 14, 16, 17, 18, 20, 21, 24, 40],
-        "itemsize": 56,
-    }
-)
+
+def _record_dtype():
+    import numpy as np
+    return np.dtype(
+        {
+            "names": ["ts_ns", "wire_len", "src_port", "dst_port", "proto", "pkt_class",
+                      "iface", "reason", "pad", "src_addr", "dst_addr"],
+            "formats": ["<u8", "<u4", "<u2", "<u2", "u1", "u1", "<u2", "u1", ("u1", 3),
+                        ("u1", 16), ("u1", 16)],
+            "offsets": [0, 8, 12, 14, 16, 17, 18, 20, 21, 24, 40],
+            "itemsize": RECORD_SIZE,
+        }
+    )
+
+
+def __getattr__(name: str):
+    # RECORD_DTYPE is built on first use: a capture process never imports
+    # numpy, so it can start reading while the aggregator still imports it.
+    if name == "RECORD_DTYPE":
+        globals()["RECORD_DTYPE"] = dtype = _record_dtype()
+        return dtype
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class PacketClass(enum.IntEnum):
@@ -99,9 +111,9 @@ def _check_native_layout() -> None:
         from . import _core
     except ImportError:
         return   # engine.sources raises the clear error when the core is needed
-    if _core.RECORD_SIZE != RECORD_DTYPE.itemsize:
+    if _core.RECORD_SIZE != RECORD_SIZE:
         raise ImportError(f"engine._core was built with {_core.RECORD_SIZE}-byte records, "
-                          f"engine.records expects {RECORD_DTYPE.itemsize}: rebuild (pip install .)")
+                          f"engine.records expects {RECORD_SIZE}: rebuild (pip install .)")
 
 
 _check_native_layout()

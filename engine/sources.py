@@ -20,8 +20,6 @@ import stat
 import struct
 from dataclasses import dataclass
 
-import numpy as np
-
 from . import records
 from .errors import CaptureError, ConfigError, TruncatedCapture, UnsupportedLinkType
 
@@ -258,6 +256,7 @@ class ReferenceFileSource(FileSource):
             raise ConfigError(f"--filter {bpf!r}: {err}") from None
 
     def fill(self, buf) -> tuple[int, int]:
+        import numpy as np
         out = np.frombuffer(buf, dtype=records.RECORD_DTYPE)
         one = np.zeros(1, np.uint32)
         for i in range(len(out)):

@@ -28,10 +28,9 @@ import struct
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
-import numpy as np
-
 from .errors import TransportError
-from .records import RECORD_DTYPE
+from . import records as _records
+from .records import RECORD_SIZE
 
 MSG_BATCH = 1
 MSG_DONE = 2
@@ -50,7 +49,7 @@ class Ring:
             raise ValueError(f"a ring needs >= 2 slots of >= 1 record, not {slots} x {slot_records}")
         self.slots = slots
         self.slot_records = slot_records
-        size = slots * slot_records * RECORD_DTYPE.itemsize
+        size = slots * slot_records * RECORD_SIZE
         try:
             self._shm = shared_memory.SharedMemory(create=True, size=size)
         except OSError as err:
@@ -58,16 +57,26 @@ class Ring:
                                  f"({err.strerror}); is /dev/shm full?") from err
         self.name = self._shm.name
         self._shm.unlink()   # the mapping lives on in this process and its forks
-        self.records = np.ndarray((slots, slot_records), dtype=RECORD_DTYPE, buffer=self._shm.buf)
+        self._records = None
+
+    @property
+    def records(self):
+        """The slots as a (slots, slot_records) RECORD_DTYPE array (the aggregator's
+        view; numpy is imported on first use, never by a capture process)."""
+        if self._records is None:
+            import numpy as np
+            self._records = np.ndarray((self.slots, self.slot_records),
+                                       dtype=_records.RECORD_DTYPE, buffer=self._shm.buf)
+        return self._records
 
     def slot_bytes(self, slot: int) -> memoryview:
         """Writable bytes of one slot, for Capture.fill()."""
-        return self._shm.buf[slot * self.slot_records * RECORD_DTYPE.itemsize:
-                             (slot + 1) * self.slot_records * RECORD_DTYPE.itemsize]
+        return self._shm.buf[slot * self.slot_records * RECORD_SIZE:
+                             (slot + 1) * self.slot_records * RECORD_SIZE]
 
     def close(self) -> None:
         """Drop this process's mapping; arrays built on it must be gone first."""
-        self.records = None
+        self._records = None
         try:
             self._shm.close()
         except BufferError:
