@@ -196,15 +196,22 @@ def _wait_for(predicate, timeout=20.0):
     return False
 
 
-def test_sigterm_flushes_summary_and_leaks_no_segment(tmp_path):
-    before = _shm_segments()
-    fifo, thread, holder = _fifo_pcap(tmp_path, 7)
+def _read_from_fifo(tmp_path, packets: int):
+    """`pt-engine read` on a FIFO that delivered `packets` frames and stays open,
+    once its capture process is blocked reading; returns (process, out, holder)."""
+    fifo, thread, holder = _fifo_pcap(tmp_path, packets)
     out = tmp_path / "out.json"
     proc = subprocess.Popen([sys.executable, "-m", "engine", "read", str(fifo), "--format", "json",
                              "--output", str(out)], stderr=subprocess.PIPE)
     thread.join(20)
     assert _wait_for(lambda: len(_children(proc.pid)) >= 1)
     time.sleep(0.5)
+    return proc, out, holder
+
+
+def test_sigterm_flushes_summary_and_leaks_no_segment(tmp_path):
+    before = _shm_segments()
+    proc, out, holder = _read_from_fifo(tmp_path, 7)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     holder["fh"].close()
@@ -217,13 +224,7 @@ def test_sigterm_flushes_summary_and_leaks_no_segment(tmp_path):
 
 def test_killed_capture_process_is_reported_without_leaks(tmp_path):
     before = _shm_segments()
-    fifo, thread, holder = _fifo_pcap(tmp_path, 3)
-    out = tmp_path / "out.json"
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "read", str(fifo), "--format", "json",
-                             "--output", str(out)], stderr=subprocess.PIPE)
-    thread.join(20)
-    assert _wait_for(lambda: len(_children(proc.pid)) >= 1)
-    time.sleep(0.5)
+    proc, out, holder = _read_from_fifo(tmp_path, 3)
     for child in _children(proc.pid):
         child.send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
