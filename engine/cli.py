@@ -220,11 +220,7 @@ def _capture_options(args, output: Output) -> RunOptions:
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration {args.duration}: must be positive")
     if args.user is not None:
-        import pwd
-        try:
-            pwd.getpwnam(args.user)
-        except KeyError:
-            raise ConfigError(f"--user {args.user!r}: no such user") from None
+        check_option("user", args.user)
     interfaces = tuple(dict.fromkeys(args.interfaces or [default_interface()]))
     return RunOptions(interfaces=interfaces, workers=args.workers,
                       interval_ns=parse_interval(args.interval), bpf=args.bpf,

@@ -237,19 +237,14 @@ def _alert_hooks(value) -> int:
     return value
 
 
-_OPTION_CHECKS = {"workers": _workers, "snaplen": _snaplen, "buffer": _buffer,
-                  "subscriber_buffer": _subscriber_buffer, "alert_timeout": _alert_timeout,
-                  "alert_hooks": _alert_hooks}
-
-
 def check_option(key: str, value):
-    """Check a numeric command-line option, named by its config key ('subscriber_buffer');
-    returns the value.
+    """Check a command-line option with the config file's check for the same key
+    ('subscriber_buffer', 'user', ...); returns the value.
 
     Raises ConfigError naming the flag (``--subscriber-buffer``).
     """
     try:
-        return _OPTION_CHECKS[key](value)
+        return _SETTINGS[key](value)
     except _Bad as bad:
         raise ConfigError(f"--{key.replace('_', '-')} {bad}") from None
 

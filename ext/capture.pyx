@@ -93,7 +93,7 @@ class PcapError(Exception):
 FILL_FULL = 0       # the buffer is full; call again
 FILL_EOF = 1        # end of a savefile
 FILL_TIMEOUT = 2    # live: the read timeout expired (possibly with packets)
-FILL_BREAK = 3      # breakloop() was called
+FILL_BREAK = 3      # pcap_breakloop() ended the read (kept for an exhaustive switch)
 FILL_ERROR = 4      # libpcap error; see .error
 
 
@@ -354,11 +354,6 @@ cdef class Capture:
             raise PcapError(f"cannot join fanout group {group_id} on {self.name}: "
                             f"{strerror(errno).decode()}")
 
-    def breakloop(self):
-        """Make a fill() in progress (in another thread) return FILL_BREAK."""
-        if self.p != NULL:
-            pcap_breakloop(self.p)
-
     def stats(self):
         """(received, dropped, if_dropped) from libpcap; (0, 0, 0) for savefiles."""
         cdef pcap_stat st
@@ -375,11 +370,6 @@ cdef class Capture:
         if self.live:
             raise ValueError("not a savefile")
         return ftell(pcap_file(self.p))
-
-    def fileno(self):
-        """The selectable file descriptor of a live handle (-1 if none)."""
-        self._check_open()
-        return pcap_get_selectable_fd(self.p)
 
     def close(self):
         """Release the libpcap handle and any mapping (idempotent)."""
