@@ -39,7 +39,7 @@ def _extensions():
         raise RuntimeError("pt-engine needs Cython >= 3 to build its core: "
                            "pip install 'cython>=3'.") from err
     ext = Extension(
-        "engine._core",
+        "pt_engine._core",
         ["ext/_core.pyx"],
         libraries=["pcap"],
         extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],

@@ -251,7 +251,7 @@ def make_context(build_dir: Path = gen.FIXTURE_DIR, pt_engine: str | None = None
 
 def pt_engine_command(explicit: str | None = None) -> tuple[str, ...]:
     """How to start pt-engine: `explicit` (an executable) if given; else the script
-    installed next to this Python, else on PATH, else ``python -m engine``. The script
+    installed next to this Python, else on PATH, else ``python -m pt_engine``. The script
     next to Python avoids wrappers such as pyenv's shims (a bash script that would add
     its own start-up time to every run)."""
     if explicit:
@@ -263,7 +263,7 @@ def pt_engine_command(explicit: str | None = None) -> tuple[str, ...]:
     if beside.exists():
         return (str(beside),)
     found = shutil.which("pt-engine")
-    return (found,) if found else (sys.executable, "-m", "engine")
+    return (found,) if found else (sys.executable, "-m", "pt_engine")
 
 
 # --------------------------------------------------------------------------- the gate

@@ -1,4 +1,4 @@
-"""`python -m engine` = `pt-engine`."""
+"""`python -m pt_engine` = `pt-engine`."""
 import sys
 
 from .cli import main

@@ -1,4 +1,4 @@
-"""Pure-Python parser and reducer: the test oracle for ``engine._core``.
+"""Pure-Python parser and reducer: the test oracle for ``pt_engine._core``.
 
 Same signatures and byte-identical results as the native kernels, written for
 obviousness rather than speed: every frame is decoded by plain slicing of a
@@ -6,7 +6,7 @@ obviousness rather than speed: every frame is decoded by plain slicing of a
 can ever be read. Used by the test suite and by ``PT_ENGINE_PUREPYTHON=1``.
 
 The decoding rules are those of ``shared/spec/counting-rules.md``; the class
-and reason numbers are those of ``ext/records.pxd`` (via ``engine.records``).
+and reason numbers are those of ``ext/records.pxd`` (via ``pt_engine.records``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine.records import (
+from .records import (
     N_PORTS,
     N_PROTOS,
     PROTO_INDEX,

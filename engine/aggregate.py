@@ -15,7 +15,7 @@ that consumers see a record per interval even on a quiet link.
 Sources belong to groups (one per interface in live mode; all files form one
 group in file mode). Each group has its own tables, so the stream can say
 which interface a counter came from and also give the sum. Counters are
-uint64 throughout; the native reducer (engine._core.reduce_records) does the
+uint64 throughout; the native reducer (pt_engine._core.reduce_records) does the
 per-record work with the GIL released.
 """
 from __future__ import annotations
@@ -179,7 +179,7 @@ class Aggregator:
     """Reduces records into windows and cumulative totals, emitting stream records.
 
     `groups` names the counter groups (interfaces); `emit` receives each window
-    and the summary as a dict (engine.stream). `live` emits empty windows too.
+    and the summary as a dict (pt_engine.stream). `live` emits empty windows too.
     """
 
     def __init__(self, interval_ns: int, ports: PortSpec | None,

@@ -1,4 +1,4 @@
-"""Threshold alerts: rules (engine.config.AlertRule) checked on every window record.
+"""Threshold alerts: rules (pt_engine.config.AlertRule) checked on every window record.
 
 An ``Alerts`` object is a pipeline observer: it sees the stream's records and
 returns ``alert`` and ``resolved`` records to write after them
@@ -53,7 +53,7 @@ class _State:
 
 
 class Alerts:
-    """Checks `rules` on each window; an observer for engine.pipeline.
+    """Checks `rules` on each window; an observer for pt_engine.pipeline.
 
     `on_alert` is a shell command given each alert and resolved record as JSON
     on stdin (see Hooks), killed after `timeout` seconds, at most `max_hooks`

@@ -4,7 +4,7 @@ The calling process is the aggregator. It forks one capture process per
 source (a file, or an interface; N per interface joined by PACKET_FANOUT),
 each with its own Ring; every capture process opens its source and answers
 READY (or fails the run before any output), then hands over batches of
-records. The aggregator merges them in time order (engine.aggregate) and
+records. The aggregator merges them in time order (pt_engine.aggregate) and
 writes the stream.
 
 Stopping: SIGINT/SIGTERM (or --duration) ask the capture processes to hand

@@ -10,7 +10,7 @@ engine was not running) is a gap in the line, while a quiet stretch inside a
 recording is drawn at zero.
 
 Reads recordings (`pt-engine record`, or any saved stream, msgpack or JSON
-lines) through engine.client and uses their window records only: several
+lines) through pt_engine.client and uses their window records only: several
 files and several hello ... summary sequences in one file are fine; windows
 that cover the same time (two runs recorded into one file) add up. The files
 are read twice (once to find the time range and the busiest ports, once for

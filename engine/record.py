@@ -3,7 +3,7 @@
 Three sources, one sink (sinks.RotatingFileSink): a capture of its own, live
 (the options of `run`) or from capture files (``--read``), where the pipeline
 writes into the sink; or a running engine's socket (``--connect``), whose
-records are read with engine.client and written into the same sink. The
+records are read with pt_engine.client and written into the same sink. The
 recording is the stream format itself, concatenated: a file may hold several
 hello ... summary sequences, and each rotated file begins with a hello.
 """

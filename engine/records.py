@@ -110,9 +110,9 @@ def _check_native_layout() -> None:
     try:
         from . import _core
     except ImportError:
-        return   # engine.sources raises the clear error when the core is needed
+        return   # pt_engine.sources raises the clear error when the core is needed
     if _core.RECORD_SIZE != RECORD_SIZE:
-        raise ImportError(f"engine._core was built with {_core.RECORD_SIZE}-byte records, "
+        raise ImportError(f"pt_engine._core was built with {_core.RECORD_SIZE}-byte records, "
                           f"engine.records expects {RECORD_SIZE}: rebuild (pip install .)")
 
 

@@ -4,10 +4,10 @@ A source fills record buffers (RECORD_DTYPE bytes, normally a shared-memory
 slot) and classifies its own failures into EngineError subclasses. Two
 backends share one interface:
 
-* native (default): ``engine._core.Capture`` drives libpcap's pcap_dispatch
+* native (default): ``pt_engine._core.Capture`` drives libpcap's pcap_dispatch
   and parses in C; no Python per packet.
 * reference (``PT_ENGINE_PUREPYTHON=1``): pcapy-ng's ``next()`` and the
-  pure-Python parser in ``engine._reference``; slow, for cross-checking.
+  pure-Python parser in ``pt_engine._reference``; slow, for cross-checking.
 
 This is the only module that imports pcapy. Bytes are always wire lengths
 (the record's original length), never captured lengths.
@@ -27,7 +27,7 @@ try:
     from . import _core
 except ImportError as err:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
-        "pt-engine's native core (engine._core) is not built: run `pip install .` "
+        "pt-engine's native core (pt_engine._core) is not built: run `pip install .` "
         "(needs a C compiler and libpcap-dev)") from err
 
 # fill() outcomes, shared by both backends.

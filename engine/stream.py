@@ -4,7 +4,7 @@ A stream is a sequence of self-describing records (maps with a "type"):
 ``hello`` first, then one ``window`` per interval with traffic, then a final
 ``summary``; a UNIX-socket subscriber that joins late gets a ``snapshot``
 (same shape as ``summary``) right after its ``hello``. Between windows may
-come ``alert`` / ``resolved`` records (engine.alerts) and ``event`` records
+come ``alert`` / ``resolved`` records (pt_engine.alerts) and ``event`` records
 (a capture process failed or restarted). Encoded as
 concatenated msgpack maps, or as JSON lines with ``--format json``. Every
 record is encoded to bytes whole before anything is written.

@@ -1,6 +1,6 @@
 """`pt-engine top`: a live table of which ports carry the traffic, and who owns them.
 
-top consumes stream records only (engine.stream). Standalone, it starts
+top consumes stream records only (pt_engine.stream). Standalone, it starts
 `pt-engine run` with a private UNIX socket and subscribes to it; with
 `--connect unix:/path` it subscribes to a running engine and captures nothing
 itself. On a terminal it draws with curses and answers keys; otherwise it
@@ -289,7 +289,7 @@ class Feed:
         self._tmp = tempfile.TemporaryDirectory(prefix="pt-top-")
         path = os.path.join(self._tmp.name, "top.sock")
         self._engine = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", *run_args, "--output", f"unix:{path}",
+            [sys.executable, "-m", "pt_engine", "run", *run_args, "--output", f"unix:{path}",
              "--format", "msgpack"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True)
         threading.Thread(target=self._engine_log, daemon=True).start()

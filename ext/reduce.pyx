@@ -1,7 +1,7 @@
 # Records -> per-port uint64 counters and class totals. Included by _core.pyx.
 #
 # Counter table: uint64[N_PROTOS * 65536][4], row = proto_row << 16 | port,
-# columns in_packets, in_bytes, out_packets, out_bytes (engine.records order).
+# columns in_packets, in_bytes, out_packets, out_bytes (pt_engine.records order).
 # Class table: uint64[4][2], columns packets, bytes.
 # `touched` lists each row the first time it leaves all-zero, so a window can
 # be emitted and cleared without scanning the whole table.

@@ -18,9 +18,9 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 def _load_native():
     try:
-        return importlib.import_module("engine._core")
+        return importlib.import_module("pt_engine._core")
     except ImportError as err:
-        pytest.fail(f"engine._core is not built ({err}); build it with `pip install -e .`",
+        pytest.fail(f"pt_engine._core is not built ({err}); build it with `pip install -e .`",
                     pytrace=False)
 
 
@@ -33,14 +33,14 @@ def no_user_config(monkeypatch):
 
 @pytest.fixture(scope="session")
 def native():
-    """The compiled backend ``engine._core``; fails (never skips) if it is not built."""
+    """The compiled backend ``pt_engine._core``; fails (never skips) if it is not built."""
     return _load_native()
 
 
 @pytest.fixture(scope="session")
 def reference():
-    """The pure-Python backend ``engine._reference``."""
-    return importlib.import_module("engine._reference")
+    """The pure-Python backend ``pt_engine._reference``."""
+    return importlib.import_module("pt_engine._reference")
 
 
 @pytest.fixture(scope="session", params=["native", "reference"])
@@ -48,4 +48,4 @@ def backend(request):
     """Each backend in turn: the suite runs once per backend."""
     if request.param == "native":
         return _load_native()
-    return importlib.import_module("engine._reference")
+    return importlib.import_module("pt_engine._reference")

@@ -6,13 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine import stream
-from engine.cli import main
+from pt_engine import stream
+from pt_engine.cli import main
 
-SHARED_PCAPS = Path(__file__).resolve().parents[2] / "shared" / "pcaps"
-if not SHARED_PCAPS.is_dir():   # CI clones main with shared/ beside it
-    SHARED_PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "pcaps"
-DATA = Path(__file__).resolve().parent / "data"
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus"      # real captures with independently computed counters
+DATA = HERE / "data"          # captures made for pt-engine
 
 
 def read_stream(tmp_path: Path, *args: str, fmt: str = "msgpack") -> tuple[int, list[dict], bytes]:
@@ -24,8 +23,8 @@ def read_stream(tmp_path: Path, *args: str, fmt: str = "msgpack") -> tuple[int, 
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `python -m engine ARGS` as a user would; returns the completed process."""
-    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True,
+    """Run `python -m pt_engine ARGS` as a user would; returns the completed process."""
+    return subprocess.run([sys.executable, "-m", "pt_engine", *args], capture_output=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 import netns
-from engine import stream
-from engine.alerts import Alerts, Hooks
-from engine.config import parse_alert
+from pt_engine import stream
+from pt_engine.alerts import Alerts, Hooks
+from pt_engine.config import parse_alert
 from frames import eth, ipv4, pcap_file, udp
 from streams import read_stream, run_cli
 
@@ -219,7 +219,7 @@ def test_live_capture_goes_on_while_a_hook_hangs(tmp_path):
     marks = tmp_path / "marks"
     with netns.VethPair() as veth:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", "-i", veth.host, "--interval", "0.2",
+            [sys.executable, "-m", "pt_engine", "run", "-i", veth.host, "--interval", "0.2",
              "--format", "json", "--output", str(out),
              "--alert", "udp:*:in:packets_per_s>10",
              "--on-alert", f"grep -q '\"type\":\"alert\"' && echo $$ >> {marks} && exec sleep 60",

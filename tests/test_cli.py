@@ -12,12 +12,12 @@ import time
 import msgpack
 import pytest
 
-from engine import stream
+from pt_engine import stream
 from frames import eth, ipv4, pcap_file, udp
-from streams import DATA, SHARED_PCAPS, counters, read_stream, run_cli
+from streams import DATA, CORPUS, counters, read_stream, run_cli
 
-MANY = SHARED_PCAPS / "ppp_many-protocols.pcap"
-MANY_EXPECTED = json.loads((SHARED_PCAPS / "ppp_many-protocols.pcap.expected.json").read_text())
+MANY = CORPUS / "ppp_many-protocols.pcap"
+MANY_EXPECTED = json.loads((CORPUS / "ppp_many-protocols.pcap.expected.json").read_text())
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -34,7 +34,7 @@ def test_version():
 
 
 def test_default_output_is_msgpack_on_stdout():
-    proc = run_cli("read", str(SHARED_PCAPS / "tcpdump_dns-badcookie.pcap"))
+    proc = run_cli("read", str(CORPUS / "tcpdump_dns-badcookie.pcap"))
     assert proc.returncode == 0, proc.stderr
     records = stream.decode(proc.stdout)
     assert [r["type"] for r in records] == ["hello", "window", "summary"]
@@ -49,7 +49,7 @@ def test_json_and_msgpack_carry_the_same_records(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["msgpack", "json"])
 def test_reading_twice_is_byte_identical(tmp_path, fmt):
-    files = [str(MANY), str(SHARED_PCAPS / "zeek_dns-ech.pcap")]
+    files = [str(MANY), str(CORPUS / "zeek_dns-ech.pcap")]
     _, _, first = read_stream(tmp_path, *files, "--interval", "0.01", fmt=fmt)
     _, _, second = read_stream(tmp_path, *files, "--interval", "0.01", fmt=fmt)
     assert first and first == second
@@ -89,7 +89,7 @@ def test_bpf_filter_applies_in_libpcap(tmp_path):
 
 
 def test_several_files_merge_in_time_order(tmp_path):
-    a, b = SHARED_PCAPS / "zeek_dns-ech.pcap", SHARED_PCAPS / "tcpdump_dns-badcookie.pcap"
+    a, b = CORPUS / "zeek_dns-ech.pcap", CORPUS / "tcpdump_dns-badcookie.pcap"
     _, ra, _ = read_stream(tmp_path, str(a))
     _, rb, _ = read_stream(tmp_path, str(b))
     _, both, _ = read_stream(tmp_path, str(b), str(a))
@@ -101,7 +101,7 @@ def test_several_files_merge_in_time_order(tmp_path):
 
 
 def test_empty_capture_gives_zero_counters(tmp_path):
-    status, records, _ = read_stream(tmp_path, str(SHARED_PCAPS / "zeek_empty.pcap"))
+    status, records, _ = read_stream(tmp_path, str(CORPUS / "zeek_empty.pcap"))
     assert status == 0
     assert [r["type"] for r in records] == ["hello", "summary"]
     assert records[-1]["totals"] == {"packets": 0, "bytes": 0}
@@ -110,8 +110,8 @@ def test_empty_capture_gives_zero_counters(tmp_path):
 @pytest.mark.parametrize("args, status, words", [
     (["read", "/nonexistent/x.pcap"], 1, "no such file"),
     (["read", "/etc"], 1, "is a directory"),
-    (["read", str(SHARED_PCAPS / "README.md")], 1, "not a pcap or pcapng capture"),
-    (["read", str(SHARED_PCAPS / "tcpdump_unsupported-link-type-dbus.pcap")], 1, "231 (DBUS)"),
+    (["read", str(CORPUS / "README.md")], 1, "not a pcap or pcapng capture"),
+    (["read", str(CORPUS / "tcpdump_unsupported-link-type-dbus.pcap")], 1, "231 (DBUS)"),
     (["read", str(MANY), "--filter", "tcp port"], 2, "--filter 'tcp port'"),
     (["read", str(MANY), "--ports", "80,70000"], 2, "'70000' is not a port number"),
     (["read", str(MANY), "--ports", "90-80"], 2, "runs backwards"),
@@ -201,7 +201,7 @@ def _read_from_fifo(tmp_path, packets: int):
     once its capture process is blocked reading; returns (process, out, holder)."""
     fifo, thread, holder = _fifo_pcap(tmp_path, packets)
     out = tmp_path / "out.json"
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "read", str(fifo), "--format", "json",
+    proc = subprocess.Popen([sys.executable, "-m", "pt_engine", "read", str(fifo), "--format", "json",
                              "--output", str(out)], stderr=subprocess.PIPE)
     thread.join(20)
     assert _wait_for(lambda: len(_children(proc.pid)) >= 1)
@@ -238,7 +238,7 @@ def test_killed_capture_process_is_reported_without_leaks(tmp_path):
 
 def test_unix_socket_output(tmp_path):
     path = tmp_path / "pt.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "read", str(MANY),
+    proc = subprocess.Popen([sys.executable, "-m", "pt_engine", "read", str(MANY),
                              "--output", f"unix:{path}"], stderr=subprocess.PIPE)
     assert _wait_for(path.exists)
     assert oct(path.stat().st_mode & 0o777) == oct(0o600)
@@ -277,7 +277,7 @@ def test_unix_socket_refuses_to_steal_a_live_socket(tmp_path):
 
 
 def test_standard_input_as_in_tcpdump_r_dash():
-    proc = subprocess.run([sys.executable, "-m", "engine", "read", "-", "--format", "json"],
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "read", "-", "--format", "json"],
                           input=MANY.read_bytes(), capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     records = stream.decode(proc.stdout, "json")

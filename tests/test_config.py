@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import netns
-from engine import cli, stream
-from engine.config import (AlertRule, _key_lines, config_path, load_config, parse_alert,
+from pt_engine import cli, stream
+from pt_engine.config import (AlertRule, _key_lines, config_path, load_config, parse_alert,
                            parse_alerts)
-from engine.errors import ConfigError
+from pt_engine.errors import ConfigError
 from frames import eth, ipv4, pcap_file, udp
 from streams import run_cli
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.records import (
+from pt_engine.records import (
     CLASS_NAMES,
     N_PORTS,
     N_PROTOS,

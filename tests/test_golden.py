@@ -1,17 +1,17 @@
-"""Every capture in ../shared/pcaps gives exactly its .expected.json, on both backends."""
+"""Every capture in tests/corpus gives exactly its .expected.json, on both backends."""
 import json
 
 import pytest
 
-from streams import SHARED_PCAPS, counters, read_stream
+from streams import CORPUS, counters, read_stream
 
-CAPTURES = sorted(p for p in SHARED_PCAPS.glob("*.pcap*") if not p.name.endswith(".json"))
+CAPTURES = sorted(p for p in CORPUS.glob("*.pcap*") if not p.name.endswith(".json"))
 
 
 def test_fixtures_are_there():
-    assert CAPTURES, f"expected the shared captures in {SHARED_PCAPS}"
-    for expected in SHARED_PCAPS.glob("*.expected.json"):
-        assert (SHARED_PCAPS / expected.name[:-len(".expected.json")]).exists(), expected
+    assert CAPTURES, f"expected the capture corpus in {CORPUS}"
+    for expected in CORPUS.glob("*.expected.json"):
+        assert (CORPUS / expected.name[:-len(".expected.json")]).exists(), expected
 
 
 @pytest.fixture(params=["native", "reference"])
@@ -47,7 +47,7 @@ def test_capture_matches_expected(capture, backend_env, tmp_path, capsys):
 
 
 def test_windows_add_up_to_summary(tmp_path):
-    status, records, _ = read_stream(tmp_path, str(SHARED_PCAPS / "ppp_many-protocols.pcap"),
+    status, records, _ = read_stream(tmp_path, str(CORPUS / "ppp_many-protocols.pcap"),
                                      "--interval", "0.05")
     assert status == 0
     windows = [r for r in records if r["type"] == "window"]

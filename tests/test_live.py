@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import netns
-from engine import _reference, stream
-from engine.aggregate import class_totals, port_rows, stream_order
-from engine.records import RECORD_DTYPE
+from pt_engine import _reference, stream
+from pt_engine.aggregate import class_totals, port_rows, stream_order
+from pt_engine.records import RECORD_DTYPE
 from frames import (ETH_ARP, ETH_IPV6, ETH_VLAN, arp, eth, icmp, ipv4, ipv6, sctp, tcp, udp,
                     vlan)
 
@@ -59,7 +59,7 @@ def expected_summary(frames: list[bytes]) -> dict:
 
 def start_engine(*args: str) -> subprocess.Popen:
     """Start `pt-engine run ARGS` and wait until it says it is capturing."""
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "pt_engine", "run", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     line = proc.stderr.readline().decode()
     assert "capturing on" in line, line + proc.stderr.read().decode()
@@ -203,7 +203,7 @@ def test_vanished_interface_is_a_clear_error(veth):
 
 
 def test_unknown_interface_is_a_one_line_error():
-    proc = subprocess.run([sys.executable, "-m", "engine", "run", "-i", "nosuchif0"],
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "run", "-i", "nosuchif0"],
                           capture_output=True, timeout=60)
     assert proc.returncode == 1
     err = proc.stderr.decode()

@@ -10,7 +10,7 @@ import ipaddress
 import numpy as np
 import pytest
 
-from engine.records import (
+from pt_engine.records import (
     CLASS_NAMES,
     N_PORTS,
     N_PROTOS,

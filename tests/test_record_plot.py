@@ -20,15 +20,15 @@ import time
 import numpy as np
 import pytest
 
-from engine import client, plot, stream
-from engine.cli import main
-from engine.errors import StreamError, TruncatedStream
-from engine.sinks import RotatingFileSink
+from pt_engine import client, plot, stream
+from pt_engine.cli import main
+from pt_engine.errors import StreamError, TruncatedStream
+from pt_engine.sinks import RotatingFileSink
 from frames import DLT_EN10MB, IPPROTO_TCP, IPPROTO_UDP, eth, ipv4, pcap_file, tcp, udp
-from streams import SHARED_PCAPS, read_stream
+from streams import CORPUS, read_stream
 
-MANY = SHARED_PCAPS / "ppp_many-protocols.pcap"      # 4709 packets, 52 windows
-MANY_EXPECTED = json.loads((SHARED_PCAPS / "ppp_many-protocols.pcap.expected.json").read_text())
+MANY = CORPUS / "ppp_many-protocols.pcap"      # 4709 packets, 52 windows
+MANY_EXPECTED = json.loads((CORPUS / "ppp_many-protocols.pcap.expected.json").read_text())
 T0 = 1_700_000_000          # the synthetic capture starts at 2023-11-14 22:13:20 UTC
 
 
@@ -187,7 +187,7 @@ def test_append_cuts_a_partial_last_record(tmp_path, capsys):
 def test_append_refuses_what_is_not_a_recording(tmp_path):
     not_ours = tmp_path / "capture.pcap"
     not_ours.write_bytes(MANY.read_bytes()[:4096])
-    proc = subprocess.run([sys.executable, "-m", "engine", "record", str(not_ours), "--read",
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "record", str(not_ours), "--read",
                            str(MANY)], capture_output=True, timeout=120)
     assert proc.returncode == 1
     assert "not a pt-engine msgpack recording" in one_line_error(proc.stderr.decode())
@@ -196,7 +196,7 @@ def test_append_refuses_what_is_not_a_recording(tmp_path):
 
 def _serve_read(tmp_path, *args):
     sock = tmp_path / "engine.sock"
-    engine = subprocess.Popen([sys.executable, "-m", "engine", "read", str(MANY), *args,
+    engine = subprocess.Popen([sys.executable, "-m", "pt_engine", "read", str(MANY), *args,
                                "--output", f"unix:{sock}"], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not sock.exists():
@@ -297,7 +297,7 @@ def test_record_connect_stops_on_sigint_and_on_duration(tmp_path):
         engine = FakeEngine(tmp_path / f"{how}.sock", hello, hold=True)
         rec = tmp_path / f"{how}.msgpack"
         extra = ["--duration", "0.5"] if how == "duration" else []
-        proc = subprocess.Popen([sys.executable, "-m", "engine", "record", str(rec),
+        proc = subprocess.Popen([sys.executable, "-m", "pt_engine", "record", str(rec),
                                  "--connect", f"unix:{engine.path}", *extra],
                                 stderr=subprocess.PIPE)
         if how == "sigint":
@@ -333,7 +333,7 @@ def test_connect_errors_name_the_socket(tmp_path):
     (["--keep", "-1"], "--keep -1"),
 ])
 def test_record_option_errors(tmp_path, argv, message):
-    proc = subprocess.run([sys.executable, "-m", "engine", "record",
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "record",
                            str(tmp_path / "r.msgpack"), *argv], capture_output=True,
                           timeout=60)
     assert proc.returncode == 2
@@ -342,7 +342,7 @@ def test_record_option_errors(tmp_path, argv, message):
 
 
 def test_record_connect_to_nothing_is_a_runtime_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "engine", "record", str(tmp_path / "r"),
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "record", str(tmp_path / "r"),
                            "--connect", f"unix:{tmp_path}/none.sock"], capture_output=True,
                           timeout=60)
     assert proc.returncode == 1

@@ -13,11 +13,11 @@ import msgpack
 import pytest
 
 import netns
-from engine.top import TopModel, table_lines
+from pt_engine.top import TopModel, table_lines
 from frames import eth, ipv4, tcp, udp
-from streams import SHARED_PCAPS
+from streams import CORPUS
 
-MANY = SHARED_PCAPS / "ppp_many-protocols.pcap"
+MANY = CORPUS / "ppp_many-protocols.pcap"
 
 
 def window(start_s: int, ports, seconds: int = 1) -> dict:
@@ -59,12 +59,12 @@ def test_alert_rows_are_marked():
 
 def test_plain_tables_when_not_a_terminal(tmp_path):
     path = tmp_path / "engine.sock"
-    engine = subprocess.Popen([sys.executable, "-m", "engine", "read", str(MANY),
+    engine = subprocess.Popen([sys.executable, "-m", "pt_engine", "read", str(MANY),
                                "--output", f"unix:{path}"], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while not path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    top = subprocess.run([sys.executable, "-m", "engine", "top", "--connect", f"unix:{path}",
+    top = subprocess.run([sys.executable, "-m", "pt_engine", "top", "--connect", f"unix:{path}",
                           "--rows", "3"], capture_output=True, timeout=60)
     engine.wait(30)
     assert top.returncode == 0, top.stderr
@@ -76,7 +76,7 @@ def test_plain_tables_when_not_a_terminal(tmp_path):
 
 
 def test_connect_and_capture_options_do_not_mix():
-    proc = subprocess.run([sys.executable, "-m", "engine", "top", "--connect", "unix:/x",
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "top", "--connect", "unix:/x",
                            "-i", "lo"], capture_output=True, timeout=30)
     assert proc.returncode == 2 and b"capture options do not apply" in proc.stderr
 
@@ -147,7 +147,7 @@ def _collect(path, got: list) -> None:
 def test_top_in_a_terminal_matches_the_stream(tmp_path):
     with netns.VethPair() as veth:
         path = tmp_path / "engine.sock"
-        engine = subprocess.Popen([sys.executable, "-m", "engine", "run", "-i", veth.host,
+        engine = subprocess.Popen([sys.executable, "-m", "pt_engine", "run", "-i", veth.host,
                                    "--output", f"unix:{path}"], stderr=subprocess.PIPE)
         assert b"capturing on" in engine.stderr.readline()
         got: list = []
