@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .records import (
+    UINT64_MAX,
     N_PORTS,
     N_PROTOS,
     PROTO_INDEX,
@@ -326,7 +327,8 @@ def reduce_records(records, start: int, stop: int, win_end_ns: int, counters, cl
                    touched, state) -> int:
     """Add ``records[start:stop]`` that fall before ``win_end_ns`` to the counters.
 
-    Consumes records in order while ``ts_ns < win_end_ns``. Each one adds 1 and
+    Consumes records in order while ``ts_ns < win_end_ns``; a window that ends
+    at ``UINT64_MAX`` (the last one time can have) also takes ``ts_ns == UINT64_MAX``. Each one adds 1 and
     its ``wire_len`` to ``classes[pkt_class]``; a ported one also adds to the
     ``in`` columns of the row ``(proto, dst_port)`` and the ``out`` columns of
     ``(proto, src_port)`` (counting-rules section 4). A row that was all zero
@@ -364,7 +366,7 @@ def reduce_records(records, start: int, stop: int, win_end_ns: int, counters, cl
     i = start
     while i < stop:
         record = records[i]
-        if int(record["ts_ns"]) >= win_end_ns:
+        if int(record["ts_ns"]) >= win_end_ns and win_end_ns != UINT64_MAX:
             break
         wire_len = int(record["wire_len"])
         pkt_class = int(record["pkt_class"])

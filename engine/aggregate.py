@@ -31,7 +31,7 @@ from .config import PortSpec
 from .errors import TransportError
 from .transport import Consumer, Done, Progress
 
-UINT64_MAX = (1 << 64) - 1
+UINT64_MAX = records.UINT64_MAX
 N_ROWS = records.N_PROTOS * records.N_PORTS
 N_CLASSES = len(records.CLASS_NAMES)
 

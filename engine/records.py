@@ -8,6 +8,8 @@ from __future__ import annotations
 import enum
 
 RECORD_SIZE = 56
+# The last nanosecond a record can carry; a window reaching it includes it.
+UINT64_MAX = (1 << 64) - 1
 
 
 def _record_dtype():

@@ -38,6 +38,7 @@ PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("pcap", "<"), b"\xa1\xb2\xc3\xd4": ("pcap", ">"),
     b"\x4d\x3c\xb2\xa1": ("pcap", "<"), b"\xa1\xb2\x3c\x4d": ("pcap", ">"),
 }
+NANO_MAGICS = {b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"}
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 PCAP_FILE_HEADER = 24
 PCAP_RECORD_HEADER = 16
@@ -56,6 +57,17 @@ class SourceStats:
 def use_reference_backend() -> bool:
     """True when PT_ENGINE_PUREPYTHON=1 selects the pure-Python backend."""
     return os.environ.get("PT_ENGINE_PUREPYTHON") == "1"
+
+
+def _magic(path: str) -> bytes:
+    """The first 4 bytes of a regular file (b"" for a pipe or an unreadable file)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return b""
+        with open(path, "rb") as fh:
+            return fh.read(4)
+    except OSError:
+        return b""
 
 
 def sniff_format(path: str) -> str:
@@ -247,6 +259,8 @@ class ReferenceFileSource(FileSource):
         except self._pcapy.PcapError as err:
             raise self._open_error(str(err)) from None
         self._reader = reader
+        self._classic = self.format != "pcapng"   # a pipe: most likely classic
+        self._nano = _magic(path) in NANO_MAGICS
         return _PcapyInfo(reader.datalink(), reader.snapshot() if hasattr(reader, "snapshot") else 0)
 
     def _set_filter(self, bpf: str) -> None:
@@ -268,9 +282,17 @@ class ReferenceFileSource(FileSource):
             if hdr is None:
                 return i, FILL_EOF
             sec, usec = hdr.getts()
+            frac_ns = usec * 1000
+            if self._classic:
+                # Unsigned 32-bit fields that libpcap reads as signed (and, for a
+                # ns file, divides by 1000 after that): take the bits back.
+                sec &= 0xFFFF_FFFF
+                if usec < 0:
+                    frac_ns = frac_ns + (1 << 32) if self._nano else (usec + (1 << 32)) * 1000
             caplen = hdr.getcaplen()
+            ts_ns = min(sec * 1_000_000_000 + frac_ns, records.UINT64_MAX)
             self._parse(self.linktype, data, one * 0, one + caplen, one + hdr.getlen(),
-                        np.array([sec * 1_000_000_000 + usec * 1000], np.uint64),
+                        np.array([ts_ns], np.uint64),
                         self.iface, out[i:i + 1])
             self._packets += 1
             self._caplen_sum += caplen

@@ -9,17 +9,48 @@ cdef struct fill_ctx_t:
     Py_ssize_t cap          # capacity of out
     uint64_t ts_mult        # 1 for ns timestamps, 1000 for us
     uint64_t caplen_sum     # captured bytes seen (record offsets in a pcap file)
+    bint sec32              # classic pcap: seconds and fraction are unsigned 32-bit fields
+    int frac_unit           # classic pcap: 1000 for a microsecond file, 1 for ns, 0 unknown
     int linktype
     uint16_t iface
+
+
+cdef inline uint64_t ts_to_ns(uint64_t sec, uint64_t frac, uint64_t mult) noexcept nogil:
+    """sec * 1e9 + frac * mult, saturated at 2^64 - 1 ns (year 2554) instead of wrapping."""
+    cdef uint64_t top = 0xFFFFFFFFFFFFFFFFULL
+    if frac > top // mult:
+        return top
+    frac *= mult
+    if sec > (top - frac) // 1000000000ULL:
+        return top
+    return sec * 1000000000ULL + frac
+
+
+cdef inline uint64_t classic_fraction(long value, int unit) noexcept nogil:
+    """The unsigned 32-bit fraction field of a classic pcap record, in ns."""
+    if value >= 0:
+        return <uint64_t>value
+    if unit == 0:   # a pipe: a signed ns field lies in [-2^31, 0), a scaled us one below
+        unit = 1 if value >= -2147483648 else 1000
+    return <uint64_t>(<uint32_t>(value // unit)) * <uint64_t>unit
 
 
 cdef void on_packet(unsigned char* user, const pcap_pkthdr* h,
                     const unsigned char* data) noexcept nogil:
     cdef fill_ctx_t* ctx = <fill_ctx_t*>user
     cdef pkt_record_t* r = ctx.out + ctx.n
+    cdef uint64_t sec, frac
     parse_frame(ctx.linktype, data, h.caplen, h.len, r)
-    if h.ts.tv_sec >= 0 and h.ts.tv_usec >= 0:
-        r.ts_ns = <uint64_t>h.ts.tv_sec * 1000000000ULL + <uint64_t>h.ts.tv_usec * ctx.ts_mult
+    if ctx.sec32:
+        # libpcap reads pcap's unsigned 32-bit fields into signed ones (from
+        # 2038-01-19 on, tv_sec would be negative), and multiplies a
+        # microsecond fraction by 1000 after that. Take the bits back.
+        sec = <uint32_t>h.ts.tv_sec
+        frac = classic_fraction(h.ts.tv_usec, ctx.frac_unit)
+    else:
+        sec = <uint64_t>h.ts.tv_sec
+        frac = <uint64_t>h.ts.tv_usec
+    r.ts_ns = ts_to_ns(sec, frac, ctx.ts_mult)
     r.iface = ctx.iface
     ctx.caplen_sum += h.caplen
     ctx.n += 1
@@ -174,7 +205,20 @@ cdef class Capture:
         cap.name = path
         cap.live = False
         cap._init_handle(iface, 1)
+        cap.ctx.sec32 = pcap_major_version(cap.p) == 2    # pcapng files say 1
+        cap.ctx.frac_unit = cap._fraction_unit()
         return cap
+
+    cdef int _fraction_unit(self) noexcept:
+        """1000 for a mapped microsecond pcap, 1 for a nanosecond one, 0 unknown."""
+        cdef const unsigned char* m = <const unsigned char*>self.map_base
+        if m == NULL or self.map_len < 4:
+            return 0
+        if (m[0] == 0xD4 and m[1] == 0xC3) or (m[2] == 0xC3 and m[3] == 0xD4):
+            return 1000      # a1b2c3d4, either byte order
+        if (m[0] == 0x4D and m[1] == 0x3C) or (m[2] == 0x3C and m[3] == 0x4D):
+            return 1         # a1b23c4d
+        return 0
 
     cdef void _drop_read_pages(self) noexcept:
         """Unmap the pages libpcap has read past, so that resident memory stays

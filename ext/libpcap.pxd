@@ -72,5 +72,6 @@ cdef extern from "<pcap/pcap.h>" nogil:
     int pcap_setnonblock(pcap_t*, int, char*)
     int pcap_get_selectable_fd(pcap_t*)
     FILE* pcap_file(pcap_t*)
+    int pcap_major_version(pcap_t*)
     void pcap_close(pcap_t*)
     const char* pcap_lib_version()

@@ -37,6 +37,7 @@ cdef Py_ssize_t reduce_kernel(const pkt_record_t* recs, Py_ssize_t i, Py_ssize_t
                               uint64_t win_end_ns, uint64_t* counters, uint64_t* classes,
                               uint32_t* touched, uint64_t* state) noexcept nogil:
     """Count records [i, stop) until one has ts_ns >= win_end_ns; return its index.
+    A window ending at 2^64 - 1 (the end of time) also takes records at 2^64 - 1.
 
     state[0] is the number of touched rows; state[1] is set to 1 when a record
     is not one the parser can write (bad class or protocol): counting stops at it;
@@ -47,7 +48,7 @@ cdef Py_ssize_t reduce_kernel(const pkt_record_t* recs, Py_ssize_t i, Py_ssize_t
     cdef uint32_t base
     while i < stop:
         r = recs + i
-        if r.ts_ns >= win_end_ns:
+        if r.ts_ns >= win_end_ns and win_end_ns != 0xFFFFFFFFFFFFFFFFULL:
             break
         if r.pkt_class >= N_CLASSES or (r.pkt_class == CLASS_PORTED and PROTO_ROW[r.proto] == 255):
             state[1] = 1
