@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from . import __version__
 from .config import (ALERT_SYNTAX, Output, PortSpec, ReadOptions, RunOptions, check_option,
-                     config_path, load_config, parse_alerts, parse_interval, parse_socket_mode)
-from .errors import ConfigError, EngineError
+                     config_path, finite_number, load_config, parse_alerts, parse_interval,
+                     parse_socket_mode, whole_number, MAX_SECONDS)
+from .errors import ConfigError, EngineError, ReaderGone
 
 
 def _version() -> str:
@@ -30,7 +32,7 @@ def _parser(config: dict | None = None) -> argparse.ArgumentParser:
                           description="Read capture files and stream per-port counters.")
     read.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng file")
     _add_stream_options(read)
-    read.add_argument("--subscriber-wait", type=float, default=None, metavar="S",
+    read.add_argument("--subscriber-wait", type=finite_number, default=None, metavar="S",
                       help="with --output unix:, give up after S seconds without a "
                            "subscriber (default: wait)")
 
@@ -41,7 +43,7 @@ def _parser(config: dict | None = None) -> argparse.ArgumentParser:
     run.add_argument("--socket-mode", default="0600", metavar="MODE",
                      help="permissions of a unix: output socket (default 0600)")
     run.add_argument("--socket-group", metavar="GROUP", help="group of a unix: output socket")
-    run.add_argument("--subscriber-buffer", type=float, default=16, metavar="MB",
+    run.add_argument("--subscriber-buffer", type=finite_number, default=16, metavar="MB",
                      help="unsent data a unix: subscriber may fall behind before it is "
                           "disconnected (default 16 MiB)")
     _add_stream_options(run)
@@ -57,7 +59,7 @@ def _parser(config: dict | None = None) -> argparse.ArgumentParser:
                                      "space pause.")
     top.add_argument("--connect", metavar="unix:PATH",
                      help="read a running engine's socket instead of capturing")
-    top.add_argument("--rows", type=int, default=25, metavar="N",
+    top.add_argument("--rows", type=whole_number, default=25, metavar="N",
                      help="rows per table when not on a terminal (default 25)")
     top.add_argument("--plain", action="store_true",
                      help="plain-text tables even on a terminal")
@@ -88,16 +90,16 @@ def _add_capture_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--interface", dest="interfaces", action=_Repeatable, metavar="IFACE",
                    help="interface to capture (repeat for several; default: the first "
                         "interface that is up, as tcpdump picks)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
+    p.add_argument("--workers", type=whole_number, default=1, metavar="N",
                    help="capture processes per interface, joined by PACKET_FANOUT hash "
                         "(default 1)")
-    p.add_argument("--snaplen", type=int, default=256, metavar="B",
+    p.add_argument("--snaplen", type=whole_number, default=256, metavar="B",
                    help="bytes captured per packet (default 256: the headers; counted "
                         "bytes are always wire lengths; 0 = whole packets)")
-    p.add_argument("--buffer", type=float, default=0, metavar="MB",
+    p.add_argument("--buffer", type=finite_number, default=0, metavar="MB",
                    help="kernel capture buffer per capture process in MiB (default: "
                         "libpcap's 2 MiB)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--duration", type=finite_number, metavar="S", help="stop after S seconds")
     p.add_argument("--user", metavar="NAME",
                    help="after opening the capture handles, drop root and run as NAME")
 
@@ -143,10 +145,10 @@ def _add_config_options(p: argparse.ArgumentParser, config: dict | None) -> None
                    help="shell command run in the background for each alert and "
                         "resolution, given the record as one JSON line on stdin; its "
                         "output goes to stderr")
-    p.add_argument("--alert-timeout", type=float, default=10, metavar="S",
+    p.add_argument("--alert-timeout", type=finite_number, default=10, metavar="S",
                    help="kill an --on-alert command and its process group after S "
                         "seconds (default 10)")
-    p.add_argument("--alert-hooks", type=int, default=4, metavar="K",
+    p.add_argument("--alert-hooks", type=whole_number, default=4, metavar="K",
                    help="run at most K --on-alert commands at once; alerts beyond are "
                         "not given to the command, with a log line (default 4)")
     if config:
@@ -183,8 +185,13 @@ def _output(args) -> Output:
     return Output.parse(args.output, fmt)
 
 
+
+
 def _read(args) -> int:
     from .pipeline import ReadPipeline
+    if args.subscriber_wait is not None and not 0 <= args.subscriber_wait <= MAX_SECONDS:
+        raise ConfigError(f"--subscriber-wait {args.subscriber_wait:g}: choose 0 to "
+                          f"{MAX_SECONDS} seconds")
     opts = ReadOptions(files=tuple(args.files), interval_ns=parse_interval(args.interval),
                        bpf=args.bpf, ports=PortSpec.parse(args.ports),
                        output=_output(args))
@@ -217,8 +224,9 @@ def _capture_options(args, output: Output) -> RunOptions:
     from .sources import default_interface
     for key in ("workers", "snaplen", "buffer"):
         check_option(key, getattr(args, key))
-    if args.duration is not None and args.duration <= 0:
-        raise ConfigError(f"--duration {args.duration}: must be positive")
+    if args.duration is not None and not 0 < args.duration <= MAX_SECONDS:
+        raise ConfigError(f"--duration {args.duration:g}: choose more than 0 and at most "
+                          f"{MAX_SECONDS} seconds (a year)")
     if args.user is not None:
         check_option("user", args.user)
     interfaces = tuple(dict.fromkeys(args.interfaces or [default_interface()]))
@@ -227,6 +235,17 @@ def _capture_options(args, output: Output) -> RunOptions:
                       ports=PortSpec.parse(args.ports), output=output, snaplen=args.snaplen,
                       buffer_bytes=int(args.buffer * (1 << 20)), duration=args.duration,
                       user=args.user)
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout is gone: point it at /dev/null, so that the flush at
+    exit does not complain about the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         print("pt-engine: error: name a command (read, run, top, record, plot)",
               file=sys.stderr)
         return 2
+    except ReaderGone:
+        _quiet_stdout()
+        return 0
     except EngineError as err:
         print(f"pt-engine: error: {err}", file=sys.stderr)
         return err.exit_code

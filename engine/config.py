@@ -11,6 +11,7 @@ from __future__ import annotations
 import grp
 import math
 import os
+import stat
 import pwd
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -65,9 +66,40 @@ def _port_mask(text: str) -> numpy.ndarray:
     return mask
 
 
+MAX_SECONDS = 366 * 86400     # --duration, --subscriber-wait: at most a year
+
+
+def _digits(word) -> bool:
+    """ASCII decimal digits only: str.isdigit() and int() also take other scripts'
+    digits ('٣٣' would be port 33)."""
+    return isinstance(word, str) and word.isascii() and word.isdigit()
+
+
+def finite_number(text: str) -> float:
+    """An argparse type: a finite number written in ASCII (not 'nan', '1e400' or
+    other scripts' digits, which float() takes); raises ArgumentTypeError."""
+    import argparse
+    try:
+        value = float(text) if text.isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def whole_number(text: str) -> int:
+    """An argparse type: an ASCII whole number; raises ArgumentTypeError."""
+    import argparse
+    stripped = text.strip()
+    if not _digits(stripped.removeprefix("-")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(stripped)
+
+
 def _port(word: str, spec: str) -> int:
     word = word.strip()
-    if not word.isdigit() or int(word) > 65535:
+    if not _digits(word) or int(word) > 65535:
         raise _Bad(f"{spec!r}: {word!r} is not a port number (0-65535)")
     return int(word)
 
@@ -82,7 +114,7 @@ def parse_interval(text: str | float) -> int:
 
 def _interval_ns(value: str | float) -> int:
     try:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (isinstance(value, str) and not value.isascii()):
             raise ValueError
         seconds = float(value)
     except (TypeError, ValueError):
@@ -163,6 +195,8 @@ def parse_socket_mode(text: str) -> int:
 
 def _socket_mode(text: str) -> int:
     try:
+        if not _digits(text):
+            raise ValueError
         mode = int(text, 8)
     except (TypeError, ValueError):
         raise _Bad(f"{text!r} is not an octal mode such as 0660 (a string)") from None
@@ -317,7 +351,7 @@ def _rule_ports(value) -> str:
         text = str(text)
     lo, sep, hi = text.partition("-") if isinstance(text, str) else ("", "", "")
     hi = hi if sep else lo
-    if not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi) <= 65535):
+    if not (_digits(lo) and _digits(hi) and int(lo) <= int(hi) <= 65535):
         raise _Bad(f"{value!r} is not a port, a range such as 8000-8100, or *")
     return f"{int(lo)}-{int(hi)}" if sep else str(int(lo))
 
@@ -537,6 +571,41 @@ def config_path(explicit: str | None) -> str | None:
     return None
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config_bytes(path: str) -> bytes:
+    """The file's bytes: a regular file of at most MAX_CONFIG_BYTES (or /dev/null).
+
+    Never blocks (a FIFO is refused, not waited on) and never reads without end
+    (/dev/zero). As root, a file that anyone but root may change is refused, as
+    sshd refuses such key files: its on_alert commands would run as root.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise ConfigError(f"config file {path}: {err.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if path == os.devnull or (stat.S_ISCHR(st.st_mode) and
+                                  os.path.realpath(path) == os.devnull):
+            return b""
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"config file {path}: not a regular file")
+        if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & 0o022):
+            raise ConfigError(f"config file {path}: writable by a user other than root "
+                              f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); "
+                              "running as root, pt-engine reads only a config file that "
+                              "only root can change (chown root, chmod go-w)")
+        try:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        except OSError as err:
+            raise ConfigError(f"config file {path}: {err.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path}: larger than {MAX_CONFIG_BYTES >> 20} MiB")
+    return data
+
+
 def load_config(path: str) -> ConfigFile:
     """Read and check a TOML config file.
 
@@ -546,17 +615,17 @@ def load_config(path: str) -> ConfigFile:
     and its line).
     """
     try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except OSError as err:
-        raise ConfigError(f"config file {path}: {err.strerror}") from None
+        text = _read_config_bytes(path).decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"config file {path}: not UTF-8 text ({err.reason} at byte "
                           f"{err.start})") from None
     try:
         data = tomllib.loads(text)
+        lines = _key_lines(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path}: {err}") from None
-    lines = _key_lines(text)
+    except RecursionError:
+        raise ConfigError(f"config file {path}: tables or arrays nested too deeply") from None
 
     def fail(where: tuple, problem: str) -> ConfigError:
         line = _line_of(lines, where)

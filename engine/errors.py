@@ -38,6 +38,13 @@ class SinkError(EngineError):
     """The output (stdout, file, UNIX socket) cannot be written."""
 
 
+class ReaderGone(SinkError):
+    """The reader of stdout or a pipe closed it (`pt-engine read X | head`): the
+    run ends quietly with status 0, as a Unix filter does."""
+
+    exit_code = 0
+
+
 class StreamError(EngineError):
     """A stream cannot be read: no engine on the socket, a file that is not a
     pt-engine stream or is corrupt. ``records_read`` counts the whole records

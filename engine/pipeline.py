@@ -36,31 +36,63 @@ if TYPE_CHECKING:
 
 FLUSH_MS = 50          # a live capture process hands over a partial slot this often
 RESTARTS = 3           # a live capture process that dies is restarted at most this often
+STOP_GRACE_S = 2.0     # a capture process asked to stop is killed after this long
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _stop_on_sigterm() -> list:
-    """In a capture process: SIGINT is the aggregator's business; SIGTERM asks to
-    stop (installed without SA_RESTART, so a blocked read is interrupted)."""
+    """In a capture process, once its source is open: SIGTERM asks to stop
+    (installed without SA_RESTART, so a blocked read is interrupted). Until
+    then SIGTERM kills at once: opening may sit in libpcap for long (a huge
+    BPF expression keeps its optimiser busy for minutes), where no Python
+    handler could run."""
     stopping: list = []
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     return stopping
+
+
+def _capture_entry(parent: int, inherited: list, target, args: tuple) -> None:
+    """First code of every capture process: die with the aggregator, then run `target`.
+
+    SIGINT (a Ctrl-C reaches the whole process group) is the aggregator's
+    business: it asks the capture processes to stop with SIGTERM.
+
+    PR_SET_PDEATHSIG makes the kernel kill this process when its parent dies
+    (even by SIGKILL), whatever it is blocked on; closing the parent's ends of
+    the pipes it inherited lets it also see end-of-file there.
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass    # not Linux: the closed pipe ends still end the process at its next wait
+    if os.getppid() != parent:
+        os._exit(1)     # the parent died before the death signal was armed
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for conn in inherited:
+        conn.close()
+    target(*args)
 
 
 def _file_capture_main(path: str, name: str, iface: int, bpf: str | None, ring: Ring,
                        conn) -> None:
     """Body of a file capture process: open, say READY, read into the ring to the end."""
-    stopping = _stop_on_sigterm()
     producer = Producer(ring, conn)
     try:
         source = open_file(path, iface, bpf, name)
     except EngineError as err:
         producer.finish(Done("error", {}, type(err).__name__, str(err)))
         return
+    stopping = _stop_on_sigterm()
     producer.ready(source.describe())
     try:
         while True:
-            slot = producer.acquire()
+            slot = producer.acquire(stopping)
+            if slot is None:
+                producer.finish(Done("interrupted", source.stats().__dict__))
+                return
             n, status = source.fill(ring.slot_bytes(slot))
             if n:
                 producer.publish(slot, n)
@@ -103,11 +135,11 @@ def _live_capture_main(spec: LiveSpec, ring: Ring, conn) -> None:
     that windows close on a quiet link; when the aggregator has no free slot,
     keeps reading and counts the packets as transport drops.
     """
-    stopping = _stop_on_sigterm()
     producer = Producer(ring, conn)
     try:
         source = LiveSource(spec.device, spec.iface, spec.bpf, spec.snaplen, spec.buffer_bytes,
                             spec.fanout_group, spec.worker)
+        stopping = _stop_on_sigterm()
         producer.ready(source.describe())
         if spec.user:
             drop_privileges(spec.user)
@@ -240,7 +272,8 @@ class _Pipeline:
             sink = self._sink = open_sink(opts.output, lambda: encode(self.aggregator.snapshot()),
                                           getattr(opts, "socket_mode", 0o600),
                                           getattr(opts, "socket_group", None),
-                                          getattr(opts, "subscriber_buffer", 16 << 20))
+                                          getattr(opts, "subscriber_buffer", 16 << 20),
+                                          getattr(opts, "user", None))
             try:
                 def emit(record: dict) -> None:
                     sink.write(encode(record), record["type"])
@@ -280,8 +313,10 @@ class _Pipeline:
         ring = Ring(self.opts.slots, self.opts.slot_records)
         self._rings.append(ring)
         here, there = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=target, name=f"pt-engine capture {source_id}",
-                                 args=(*args, ring, there), daemon=True)
+        inherited = [here] + [w.consumer.conn for w in self.workers]
+        proc = self._ctx.Process(target=_capture_entry, name=f"pt-engine capture {source_id}",
+                                 args=(os.getpid(), inherited, target, (*args, ring, there)),
+                                 daemon=True)
         proc.start()
         there.close()
         worker = _Worker(proc, Consumer(ring, here), source_id, (group, target, args))
@@ -298,6 +333,8 @@ class _Pipeline:
             msg = worker.consumer.receive()
         except errors.TransportError:
             worker.process.join(5)
+            if self.interrupted:
+                raise KeyboardInterrupt from None    # stopped while opening: nothing counted
             raise errors.TransportError(
                 f"capture process {worker.source} died while opening its source "
                 f"(exit status {worker.process.exitcode})") from None
@@ -351,10 +388,17 @@ class _Pipeline:
         self._ask_workers_to_stop(signal.SIGTERM)
 
     def _stop_workers(self) -> None:
+        """Ask every capture process still alive to stop; kill it after STOP_GRACE_S
+        (one blocked on a pipe nobody reads, say). Never waits longer."""
         for worker in self.workers:
             if worker.process.is_alive():
                 worker.process.terminate()
-            worker.process.join(5)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for worker in self.workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
             worker.consumer.conn.close()
 
     def _explain(self, worker: _Worker) -> Done:

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, EngineError, SinkError, StreamError, TruncatedStream
+from .config import finite_number, whole_number
 from .sinks import log
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def add_parser(subparsers):
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="recordings, e.g. rec.msgpack rec.msgpack.1 ... (msgpack or JSON lines)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the PNG to write")
-    p.add_argument("--top", type=int, default=8, metavar="N",
+    p.add_argument("--top", type=whole_number, default=8, metavar="N",
                    help="chart the N ports with the most bytes, in + out (default 8, up to 20)")
     p.add_argument("--since", metavar="TIME",
                    help="start at TIME: UTC as 2024-05-01T12:00:00 (or with an offset, "

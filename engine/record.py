@@ -13,7 +13,8 @@ import argparse
 import signal
 import time
 
-from .config import Output, PortSpec, ReadOptions, parse_interval
+from .config import (MAX_SECONDS, Output, PortSpec, ReadOptions, finite_number, parse_interval,
+                     whole_number)
 from .errors import ConfigError
 from .sinks import log, open_sink
 
@@ -33,10 +34,10 @@ def add_parser(subparsers, add_capture_options) -> argparse.ArgumentParser:
                     "from a running engine (--connect), from capture files (--read), or from "
                     "a live capture of record's own with the options of `run`.")
     p.add_argument("file", metavar="FILE", help="the recording")
-    p.add_argument("--max-size", type=float, default=100, metavar="MB",
+    p.add_argument("--max-size", type=finite_number, default=100, metavar="MB",
                    help="start a new FILE when a record would take it past MB MiB; the old "
                         "one becomes FILE.1 (default 100)")
-    p.add_argument("--keep", type=int, default=5, metavar="N",
+    p.add_argument("--keep", type=whole_number, default=5, metavar="N",
                    help="rotated files to keep, FILE.1 (newest) ... FILE.N (default 5)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--connect", metavar="unix:PATH",
@@ -80,8 +81,9 @@ def main(args, capture_options) -> int:
         if given(_CAPTURE):
             raise ConfigError(f"--connect records a running engine's stream as it is: "
                               f"{', '.join(given(_CAPTURE))} do not apply")
-        if args.duration is not None and args.duration <= 0:
-            raise ConfigError(f"--duration {args.duration}: must be positive")
+        if args.duration is not None and not 0 < args.duration <= MAX_SECONDS:
+            raise ConfigError(f"--duration {args.duration:g}: choose more than 0 and at most "
+                              f"{MAX_SECONDS} seconds (a year)")
         return _record_connect(args.connect, output, args.duration)
     if args.read_files:
         live_only = given(_LIVE_ONLY + (("duration", "--duration"),))

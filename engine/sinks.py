@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
+import shutil
 import socket
+import stat
 import sys
+import tempfile
 import time
+from collections import deque
 from typing import Callable
 
 import msgpack
 
 from .config import Output
-from .errors import SinkError
+from .errors import ReaderGone, SinkError
 from .stream import FORMAT_NAME
 
 
@@ -32,31 +37,81 @@ class StreamSink:
         self._fh = fh
         self.name = name
         self._owns = owns
+        self._failed = False
 
     def write(self, data: bytes, kind: str) -> None:
-        """Write one encoded record; raises SinkError if the reader is gone."""
+        """Write one encoded record; raises ReaderGone if the reader closed the pipe,
+        SinkError if it cannot be written (a full disk)."""
         try:
             self._fh.write(data)
             self._fh.flush()
         except BrokenPipeError:
-            raise SinkError(f"{self.name} was closed by its reader (broken pipe)") from None
+            self._failed = True
+            raise ReaderGone(f"{self.name} was closed by its reader") from None
         except OSError as err:
+            self._failed = True
             raise SinkError(f"cannot write to {self.name}: {err.strerror}") from err
 
     def poll(self) -> None:
         """Nothing to service."""
 
     def close(self) -> None:
-        """Close the file if this sink opened it."""
-        if self._owns:
+        """Close the file if this sink opened it; raises SinkError if what was
+        still buffered cannot be written (unless a write already failed)."""
+        if not self._owns:
+            return
+        try:
             self._fh.close()
+        except OSError as err:
+            if not self._failed:   # else: the write already said so; the file is closed
+                raise SinkError(f"cannot write to {self.name}: {err.strerror}") from err
 
 
 class _Subscriber:
+    """One connection: its unsent bytes, and where the records in them end."""
+
     def __init__(self, conn: socket.socket, peer: str):
         self.conn = conn
         self.peer = peer
         self.buffer = bytearray()
+        self.ends: deque[int] = deque()   # length of each queued record, oldest first
+        self.head_sent = 0                # bytes of the oldest queued record already sent
+
+    def queue(self, record: bytes) -> None:
+        if record:
+            self.buffer += record
+            self.ends.append(len(record))
+
+    def sent(self, n: int) -> None:
+        del self.buffer[:n]
+        self.head_sent += n
+        while self.ends and self.head_sent >= self.ends[0]:
+            self.head_sent -= self.ends.popleft()
+
+
+class _LogLimit:
+    """At most `burst` lines per `period` seconds; the rest are counted and the
+    count is logged with the next line let through (or by flush())."""
+
+    def __init__(self, burst: int = 5, period: float = 10.0):
+        self.burst, self.period = burst, period
+        self._start, self._lines, self.suppressed = 0.0, 0, 0
+
+    def __call__(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._start >= self.period:
+            self.flush()
+            self._start, self._lines = now, 0
+        if self._lines < self.burst:
+            self._lines += 1
+            log(message)
+        else:
+            self.suppressed += 1
+
+    def flush(self) -> None:
+        if self.suppressed:
+            log(f"... and {self.suppressed} more such lines")
+            self.suppressed = 0
 
 
 class UnixSocketSink:
@@ -66,50 +121,92 @@ class UnixSocketSink:
     log line: a slow reader never slows the engine.
     """
 
+    FINISH_S = 2.0
+
     def __init__(self, path: str, mode: int = 0o600, group: str | None = None,
-                 max_buffer: int = 16 << 20, snapshot: Callable[[], bytes] | None = None):
+                 max_buffer: int = 16 << 20, snapshot: Callable[[], bytes] | None = None,
+                 owner: str | None = None):
         self.name = f"unix:{path}"
         self.path = path
         self.max_buffer = max_buffer
         self._snapshot = snapshot
         self._hello = b""
         self._subs: list[_Subscriber] = []
-        self._sock = self._listen(path, mode, group)
+        self._log_drop = _LogLimit()      # a connect/disconnect storm is not 1000 lines
+        self._sock = self._listen(path, mode, group, owner)
 
-    def _listen(self, path: str, mode: int, group: str | None) -> socket.socket:
-        if os.path.exists(path):
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-            except ConnectionRefusedError:
-                os.unlink(path)   # stale: nobody listens on it
-            except OSError as err:
-                raise SinkError(f"{path} exists and is not a usable socket ({err.strerror})") \
-                    from err
-            else:
-                raise SinkError(f"{path}: another pt-engine is already serving this socket")
-            finally:
-                probe.close()
+    def _listen(self, path: str, mode: int, group: str | None,
+                owner: str | None) -> socket.socket:
+        """Bind `path` safely: in a private directory, then renamed into place.
+
+        Mode and group are set on the socket while only this process can reach
+        it, so a symlink swapped in at `path` is never followed; a directory that
+        others may write (without the sticky bit) is refused; only a stale socket
+        at `path` is replaced. With `owner` (--user), the socket is given to that
+        user, who must be able to remove it at the end of the run.
+        """
+        directory = os.path.dirname(os.path.abspath(path))
+        gid = self._group_id(group)
+        uid = _check_directory(path, directory, owner)
+        self._remove_stale(path)
+        private = None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o777 & ~mode)
         try:
-            sock.bind(path)
+            private = tempfile.mkdtemp(prefix=".pt-engine-", dir=directory)
+            staged = os.path.join(private, "socket")
+            old = os.umask(0o777 & ~mode)
+            try:
+                sock.bind(staged)
+            finally:
+                os.umask(old)
+            os.chmod(staged, mode)
+            if uid != -1 or gid != -1:
+                os.chown(staged, uid, gid)
+            os.rename(staged, path)
         except OSError as err:
             sock.close()
             raise SinkError(f"cannot create socket {path}: {err.strerror}") from err
         finally:
-            os.umask(old)
-        os.chmod(path, mode)
-        if group is not None:
-            try:
-                os.chown(path, -1, grp.getgrnam(group).gr_gid)
-            except KeyError:
-                sock.close()
-                os.unlink(path)
-                raise SinkError(f"--socket-group {group!r}: no such group") from None
+            if private is not None:
+                shutil.rmtree(private, ignore_errors=True)
         sock.listen(64)
         sock.setblocking(False)
+        self._inode = os.stat(path).st_ino
         return sock
+
+    @staticmethod
+    def _group_id(group: str | None) -> int:
+        if group is None:
+            return -1
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise SinkError(f"--socket-group {group!r}: no such group") from None
+
+    @staticmethod
+    def _remove_stale(path: str) -> None:
+        """Unlink a socket nobody listens on; anything else at `path` is an error."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise SinkError(f"{path}: {err.strerror}") from err
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SinkError(f"{path} exists and is {_kind(st.st_mode)}, not a socket; "
+                            "not replacing it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)   # stale: nobody listens on it
+        except OSError as err:
+            raise SinkError(f"{path} exists and is not a usable socket ({err.strerror})") \
+                from err
+        else:
+            raise SinkError(f"{path}: another pt-engine is already serving this socket")
+        finally:
+            probe.close()
 
     @property
     def subscribers(self) -> int:
@@ -135,9 +232,9 @@ class UnixSocketSink:
     def _add(self, conn: socket.socket) -> None:
         conn.setblocking(False)
         sub = _Subscriber(conn, f"subscriber {conn.fileno()}")
-        sub.buffer += self._hello
+        sub.queue(self._hello)
         if self._snapshot is not None and self._hello:
-            sub.buffer += self._snapshot()
+            sub.queue(self._snapshot())
         self._subs.append(sub)
         self._flush(sub)
 
@@ -161,7 +258,7 @@ class UnixSocketSink:
             except OSError:
                 self._drop(sub, "disconnected")
                 return False
-            del sub.buffer[:sent]
+            sub.sent(sent)
         if len(sub.buffer) > self.max_buffer:
             self._drop(sub, f"too slow: {len(sub.buffer)} bytes unsent "
                             f"(limit {self.max_buffer}); disconnected")
@@ -171,8 +268,21 @@ class UnixSocketSink:
     def _drop(self, sub: _Subscriber, why: str) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
-            log(f"{self.name}: {sub.peer} {why}")
+            self._log_drop(f"{self.name}: {sub.peer} {why}")
         sub.conn.close()
+
+    @staticmethod
+    def _finish_record(sub: _Subscriber, timeout: float) -> None:
+        """Send the rest of the record `sub` is in the middle of, if any."""
+        if not sub.head_sent or not sub.ends:
+            return
+        rest = sub.ends[0] - sub.head_sent
+        try:
+            sub.conn.settimeout(timeout)
+            sub.conn.sendall(sub.buffer[:rest])
+            sub.sent(rest)
+        except OSError:
+            pass     # gone, or stuck: it has half a record whatever we do
 
     def poll(self) -> None:
         """Accept new subscribers and push buffered bytes; never blocks."""
@@ -182,28 +292,42 @@ class UnixSocketSink:
 
     def write(self, data: bytes, kind: str) -> None:
         """Queue one record for every subscriber (the hello is kept for late joiners)."""
+        self._accept()     # before the hello is kept: a new subscriber gets it once
         if kind == "hello":
             self._hello = data
-        self._accept()
         for sub in list(self._subs):
-            sub.buffer += data
+            sub.queue(data)
             self._flush(sub)
 
     def close(self, linger: float = 2.0) -> None:
-        """Give subscribers up to `linger` seconds to take what is queued, then close."""
+        """Give subscribers up to `linger` seconds to take what is queued, then close.
+
+        A subscriber still behind then gets the rest of the record it is in the
+        middle of (up to `linger` more seconds), so that it never sees half a
+        record (it has FINISH_S to take it), and is closed with a log line saying
+        how many it missed.
+        """
         deadline = time.monotonic() + linger
         while any(s.buffer for s in self._subs) and time.monotonic() < deadline:
             for sub in list(self._subs):
                 self._flush(sub)
             time.sleep(0.01)
         for sub in list(self._subs):
+            if sub.buffer:
+                self._finish_record(sub, self.FINISH_S)
+                log(f"{self.name}: {sub.peer} was still {len(sub.ends)} records behind at "
+                    "the end of the stream; closed after its last whole record")
             sub.conn.close()
         self._subs.clear()
+        self._log_drop.flush()
         self._sock.close()
         try:
-            os.unlink(self.path)
+            if os.lstat(self.path).st_ino == self._inode:   # still ours
+                os.unlink(self.path)
         except FileNotFoundError:
             pass
+        except OSError as err:
+            log(f"cannot remove socket {self.path}: {err.strerror}")
 
 
 class RotatingFileSink:
@@ -321,10 +445,71 @@ class RotatingFileSink:
         self._fh.close()
 
 
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISLNK, "a symbolic link"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a socket"
+
+
+def _check_directory(path: str, directory: str, owner: str | None) -> int:
+    """Refuse a socket directory that others may write without the sticky bit, or
+    one that `owner` (the --user of the run) could not remove the socket from.
+    Returns owner's uid, or -1 without one."""
+    try:
+        st = os.stat(directory)
+    except OSError as err:
+        raise SinkError(f"cannot create socket {path}: {directory}: {err.strerror}") from err
+    others_write = st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP
+                                                 and st.st_gid != os.getegid())
+    if others_write and not st.st_mode & stat.S_ISVTX:
+        raise SinkError(f"cannot create socket {path}: {directory} is writable by other "
+                        "users and has no sticky bit, so the socket could be swapped; "
+                        "use a directory only its owner can write")
+    if owner is None:
+        return -1
+    try:
+        entry = pwd.getpwnam(owner)
+    except KeyError:
+        raise SinkError(f"--user {owner!r}: no such user") from None
+    if entry.pw_uid == 0:
+        return -1
+    reachable = all(_user_may(os.stat(d), entry, stat.S_IXUSR)
+                    for d in _ancestors(directory))
+    if not (reachable and _user_may(st, entry, stat.S_IWUSR)):
+        raise SinkError(f"--user {owner}: {owner} could not remove the socket {path} at the "
+                        f"end of the run, as {directory} is not writable by it; put the socket "
+                        f"in a directory of its own (install -d -o {owner} -m 0755 DIR)")
+    return entry.pw_uid
+
+
+def _user_may(st: os.stat_result, entry: pwd.struct_passwd, owner_bit: int) -> bool:
+    """Whether the user of `entry` (no supplementary groups, as after --user) has
+    the permission `owner_bit` (S_IWUSR, S_IXUSR) on a file with status `st`."""
+    if entry.pw_uid == st.st_uid:
+        return bool(st.st_mode & owner_bit)
+    if entry.pw_gid == st.st_gid:
+        return bool(st.st_mode & (owner_bit >> 3))
+    return bool(st.st_mode & (owner_bit >> 6))
+
+
+def _ancestors(directory: str) -> list[str]:
+    parts, d = [], directory
+    while True:
+        parts.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            return parts
+        d = parent
+
+
 def open_sink(output: Output, snapshot: Callable[[], bytes] | None = None,
               socket_mode: int = 0o600, socket_group: str | None = None,
-              max_buffer: int = 16 << 20):
-    """The sink for an Output; raises SinkError if it cannot be opened."""
+              max_buffer: int = 16 << 20, owner: str | None = None):
+    """The sink for an Output; raises SinkError if it cannot be opened. `owner`
+    is the user the run drops to (--user), who must be able to remove a socket."""
     if output.kind == "stdout":
         return StreamSink(sys.stdout.buffer, "stdout", owns=False)
     if output.kind == "file":
@@ -334,7 +519,8 @@ def open_sink(output: Output, snapshot: Callable[[], bytes] | None = None,
             raise SinkError(f"--output {output.path}: {err.strerror}") from err
         return StreamSink(fh, output.path, owns=True)
     if output.kind == "unix":
-        return UnixSocketSink(output.path, socket_mode, socket_group, max_buffer, snapshot)
+        return UnixSocketSink(output.path, socket_mode, socket_group, max_buffer, snapshot,
+                              owner)
     if output.kind == "rotating":
         return RotatingFileSink(output.path, output.max_bytes, output.keep)
     raise SinkError(f"unknown output kind {output.kind!r}")

@@ -1,6 +1,6 @@
 """Shared-memory hand-off of parsed records from capture processes to the aggregator.
 
-Layout. Each capture process gets one segment (``multiprocessing.shared_memory``)
+Layout. Each capture process gets one segment (an anonymous shared mapping)
 holding ``slots`` slots of ``slot_records`` records each; a record is a
 RECORD_DTYPE / pkt_record_t of 56 bytes (ext/records.pxd), so slot k starts
 at byte ``k * slot_records * 56``. No header: the slot protocol travels on a
@@ -16,17 +16,19 @@ pipe, one small message per batch, never packet data:
 A capture process fills slots in round-robin order and never has more than
 ``slots`` batches in flight, so the two sides never touch the same slot.
 
-Lifetime. The pipeline (the creator) makes every segment before it forks the
-capture processes and unlinks the name at once: the children inherit the
-mapping across fork, and nothing can leak in /dev/shm even if every process
-is killed with SIGKILL. Children only ever close() their view.
+Lifetime. The pipeline (the creator) maps every segment before it forks the
+capture processes, which inherit the mapping across fork. The segment has
+no name: nothing can leak in /dev/shm even if every process is killed with
+SIGKILL, and no resource-tracker process is needed (multiprocessing's
+shared_memory would start one, which would outlive a privilege drop as
+root). Children only ever close() their view.
 """
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 
 from .errors import TransportError
 from . import records as _records
@@ -51,12 +53,11 @@ class Ring:
         self.slot_records = slot_records
         size = slots * slot_records * RECORD_SIZE
         try:
-            self._shm = shared_memory.SharedMemory(create=True, size=size)
+            self._map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
         except OSError as err:
-            raise TransportError(f"cannot create a {size >> 20} MiB shared-memory segment "
-                                 f"({err.strerror}); is /dev/shm full?") from err
-        self.name = self._shm.name
-        self._shm.unlink()   # the mapping lives on in this process and its forks
+            raise TransportError(f"cannot map a {size >> 20} MiB shared-memory segment "
+                                 f"({err.strerror})") from err
+        self._buf = memoryview(self._map)
         self._records = None
 
     @property
@@ -66,19 +67,20 @@ class Ring:
         if self._records is None:
             import numpy as np
             self._records = np.ndarray((self.slots, self.slot_records),
-                                       dtype=_records.RECORD_DTYPE, buffer=self._shm.buf)
+                                       dtype=_records.RECORD_DTYPE, buffer=self._buf)
         return self._records
 
     def slot_bytes(self, slot: int) -> memoryview:
         """Writable bytes of one slot, for Capture.fill()."""
-        return self._shm.buf[slot * self.slot_records * RECORD_SIZE:
+        return self._buf[slot * self.slot_records * RECORD_SIZE:
                              (slot + 1) * self.slot_records * RECORD_SIZE]
 
     def close(self) -> None:
         """Drop this process's mapping; arrays built on it must be gone first."""
         self._records = None
         try:
-            self._shm.close()
+            self._buf.release()
+            self._map.close()
         except BufferError:
             pass   # a caller still holds a view; the mapping goes with the process
 
@@ -110,10 +112,14 @@ class Producer:
         self._next = 0
         self._in_flight = 0
 
-    def acquire(self) -> int:
-        """The next slot to fill, waiting for the aggregator to free one if needed."""
+    def acquire(self, stopping=()) -> int | None:
+        """The next slot to fill, waiting for the aggregator to free one if needed;
+        None once `stopping` (a list a signal handler appends to) is non-empty."""
         while self._in_flight >= self.ring.slots:
-            self._take_free()
+            if stopping:
+                return None
+            if self.conn.poll(0.1):
+                self._take_free()
         return self._next
 
     def _take_free(self) -> None:

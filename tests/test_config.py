@@ -405,3 +405,63 @@ def test_bad_alert_options(tmp_path, args, message):
 def test_names_are_unique_across_rules():
     with pytest.raises(ConfigError, match="another rule is named 'x'"):
         parse_alerts(["tcp:1:in:bytes_per_s>1:name=x", "udp:1:in:bytes_per_s>1:name=x"])
+
+
+# --- hostile values and files (found by attacking the engine) ------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "-i", "lo", "--duration", "nan"], "'nan' is not a finite number"),
+    (["run", "-i", "lo", "--duration", "1e400"], "'1e400' is not a finite number"),
+    (["run", "-i", "lo", "--duration", "1e12"], "at most 31622400 seconds"),
+    (["read", "x.pcap", "--subscriber-wait", "nan"], "'nan' is not a finite number"),
+    (["read", "x.pcap", "--subscriber-wait", "-1"], "--subscriber-wait -1: choose 0"),
+    (["read", "x.pcap", "--ports", "\u0663\u0663"], "is not a port number"),
+    (["read", "x.pcap", "--interval", "\u0661"], "is not a number of seconds"),
+    (["run", "-i", "lo", "--workers", "\u0662"], "is not a whole number"),
+    (["run", "-i", "lo", "--socket-mode", "\u0666\u0666\u0660"], "is not an octal mode"),
+    (["read", "x.pcap", "--alert", "tcp:\u0663\u0663:in:bytes_per_s>1"], "is not a port"),
+])
+def test_numbers_must_be_finite_in_range_and_ascii(argv, message):
+    proc = run_cli(*argv, env={"PT_ENGINE_CONFIG": "/dev/null"})
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert message in err and "Traceback" not in err
+
+
+def _config(tmp_path, text: str, mode: int = 0o644) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_deeply_nested_config_is_an_error(tmp_path):
+    path = _config(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(str(path))
+
+
+def test_endless_or_blocking_config_files_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="/dev/zero: not a regular file"):
+        load_config("/dev/zero")
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)                      # no writer: reading would block for ever
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(str(fifo))
+    big = _config(tmp_path, "# " + "x" * (2 << 20) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        load_config(str(big))
+    assert load_config("/dev/null").defaults() == {}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the check applies when running as root")
+def test_root_refuses_a_config_others_can_change(tmp_path):
+    path = _config(tmp_path, 'on_alert = "touch /tmp/owned"\n', mode=0o666)
+    with pytest.raises(ConfigError, match="writable by a user other than root"):
+        load_config(str(path))
+    path.chmod(0o644)
+    os.chown(path, 65534, -1)
+    with pytest.raises(ConfigError, match="owner uid 65534"):
+        load_config(str(path))
+    os.chown(path, 0, -1)
+    assert load_config(str(path)).defaults()["on_alert"] == "touch /tmp/owned"
