@@ -14,6 +14,7 @@ on stderr and in the stream, and live ones are restarted (bounded).
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import pwd
@@ -27,7 +28,7 @@ from . import errors, records, stream
 from .config import ReadOptions
 from .errors import EngineError
 from .sinks import log, open_sink
-from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, LiveSource, open_file,
+from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, LiveSource, open_file, spare_handle,
                       use_reference_backend)
 from .transport import Consumer, Done, Producer, Ring
 
@@ -51,7 +52,7 @@ def _stop_on_sigterm() -> list:
     return stopping
 
 
-def _capture_entry(parent: int, inherited: list, target, args: tuple) -> None:
+def _capture_entry(parent: int, inherited: list, handles: list, target, args: tuple) -> None:
     """First code of every capture process: die with the aggregator, then run `target`.
 
     SIGINT (a Ctrl-C reaches the whole process group) is the aggregator's
@@ -73,6 +74,8 @@ def _capture_entry(parent: int, inherited: list, target, args: tuple) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for conn in inherited:
         conn.close()
+    for handle in handles:     # other capture processes' packet sockets (--user restarts)
+        handle.forget()
     target(*args)
 
 
@@ -128,7 +131,7 @@ class LiveSpec:
     user: str | None
 
 
-def _live_capture_main(spec: LiveSpec, ring: Ring, conn) -> None:
+def _live_capture_main(spec: LiveSpec, ring: Ring, conn, handle=None) -> None:
     """Body of a live capture process: open the device, READY, drop root, capture.
 
     Hands over a slot when it is full or every FLUSH_MS, with a watermark so
@@ -138,7 +141,7 @@ def _live_capture_main(spec: LiveSpec, ring: Ring, conn) -> None:
     producer = Producer(ring, conn)
     try:
         source = LiveSource(spec.device, spec.iface, spec.bpf, spec.snaplen, spec.buffer_bytes,
-                            spec.fanout_group, spec.worker)
+                            spec.fanout_group, spec.worker, handle=handle)
         stopping = _stop_on_sigterm()
         producer.ready(source.describe())
         if spec.user:
@@ -210,6 +213,7 @@ class _Worker:
     feed: Feed | None = None     # once the aggregator consumes it
     restarts: int = 0
     reported: bool = False
+    handle: object = None    # the spare handle it was started from (--user restarts)
 
 
 class _Pipeline:
@@ -224,6 +228,7 @@ class _Pipeline:
         self.observers = list(observers)
         self.interrupted = False      # a signal stopped the run
         self._stopping = False        # the capture processes were asked to stop
+        self._stop_asked = 0.0        # when (time.monotonic())
         self.workers: list[_Worker] = []
         self.sources: list[dict] = []
         self._ctx = multiprocessing.get_context("fork")
@@ -309,19 +314,27 @@ class _Pipeline:
         if failures and not self.live:
             raise _rebuild(failures[0])
 
-    def _spawn(self, source_id: int, group: int, target, args) -> _Worker:
+    def _spawn(self, source_id: int, group: int, target, args, handle=None) -> _Worker:
         ring = Ring(self.opts.slots, self.opts.slot_records)
         self._rings.append(ring)
         here, there = self._ctx.Pipe(duplex=True)
         inherited = [here] + [w.consumer.conn for w in self.workers]
+        others = [h for h in self._handles() if h is not handle]
+        start = target if handle is None else functools.partial(target, handle=handle)
         proc = self._ctx.Process(target=_capture_entry, name=f"pt-engine capture {source_id}",
-                                 args=(os.getpid(), inherited, target, (*args, ring, there)),
+                                 args=(os.getpid(), inherited, others, start,
+                                       (*args, ring, there)),
                                  daemon=True)
         proc.start()
         there.close()
-        worker = _Worker(proc, Consumer(ring, here), source_id, (group, target, args))
+        worker = _Worker(proc, Consumer(ring, here), source_id, (group, target, args),
+                         handle=handle)
         self.workers.append(worker)
         return worker
+
+    def _handles(self) -> list:
+        """Every live handle this process holds for capture processes."""
+        return [w.handle for w in self.workers if w.handle is not None]
 
     def _attach(self, worker: _Worker) -> None:
         """Hand a capture process's records to the aggregator."""
@@ -350,6 +363,14 @@ class _Pipeline:
         if self._deadline is not None and time.monotonic() >= self._deadline:
             self._deadline = None
             self._ask_workers_to_stop(signal.SIGTERM)
+        if self._stopping and time.monotonic() - self._stop_asked > STOP_GRACE_S:
+            # A capture process deep in libpcap (a pathological file) cannot run
+            # its SIGTERM handler: what it holds is lost, the run still ends.
+            for worker in self.workers:
+                if worker.process.is_alive():
+                    log(f"capture process {worker.source} did not stop within "
+                        f"{STOP_GRACE_S:g} s; killed")
+                    worker.process.kill()
         for worker in list(self.workers):
             self._check_worker(worker)
 
@@ -362,6 +383,10 @@ class _Pipeline:
             return       # file mode: the error ends the run after the summary
         worker.reported = True
         done = self._explain(worker)
+        if worker.handle is not None:
+            # Its socket is still open here and in the fanout group, where the
+            # kernel would go on giving it a share of the traffic.
+            worker.handle.close()
         log(done.message)
         self.aggregator.emit({"type": "event", "kind": "capture_failed",
                               "source": worker.feed.source, "message": done.message})
@@ -369,7 +394,12 @@ class _Pipeline:
             self._give_up(f"{done.message}; not restarted again after {RESTARTS} restarts")
             return
         group, target, args = worker.start
-        replacement = self._spawn(worker.source, group, target, args)
+        spare = self._take_spare(worker.source)
+        if spare is False:
+            self._give_up(f"{done.message}; no capture handle left to restart it with after "
+                          f"--user (opened {RESTARTS} per capture process before the drop)")
+            return
+        replacement = self._spawn(worker.source, group, target, args, spare)
         self._attach(replacement)
         replacement.restarts = worker.restarts + 1
         try:
@@ -382,6 +412,11 @@ class _Pipeline:
             f"({replacement.restarts} of {RESTARTS})")
         self.aggregator.emit({"type": "event", "kind": "capture_restarted",
                               "source": worker.feed.source, "restarts": replacement.restarts})
+
+    def _take_spare(self, source: int):
+        """The handle a restarted capture process of `source` starts from: None
+        when it can open its own (no --user), False when none is left."""
+        return None
 
     def _give_up(self, message: str) -> None:
         self._fatal = errors.CaptureError(message)
@@ -417,6 +452,8 @@ class _Pipeline:
         return done
 
     def _ask_workers_to_stop(self, sig: int) -> None:
+        if not self._stopping:
+            self._stop_asked = time.monotonic()
         self._stopping = True
         for worker in self.workers:
             if worker.process.is_alive():
@@ -481,7 +518,33 @@ class RunPipeline(_Pipeline):
             # become unreadable (numpy imports parts of itself lazily).
             import numpy.ma  # noqa: F401
             stream.encoder(self.opts.output.format)(self.aggregator.snapshot())
+            self._open_spares()
             drop_privileges(self.opts.user)
+
+    def _open_spares(self) -> None:
+        """Open, while still root, the handles restarted capture processes will need:
+        after the drop no process of the run can open one (nor keeps the right to)."""
+        opts = self.opts
+        self._spares = {}
+        for worker in self.workers:
+            spec = worker.start[2][0]
+            self._spares[worker.source] = [
+                spare_handle(spec.device, spec.snaplen, spec.buffer_bytes, spec.iface)
+                for _ in range(RESTARTS)]
+
+    def _handles(self) -> list:
+        spares = [h for left in getattr(self, "_spares", {}).values() for h in left]
+        return super()._handles() + spares
+
+    def _take_spare(self, source: int):
+        if not self.opts.user:
+            return None
+        left = self._spares.get(source)
+        if not left:
+            return False
+        # This process closes it only once that capture process is gone: libpcap's
+        # close tears down the kernel ring the capture process reads.
+        return left.pop()
 
 
 def _openable(path: str) -> str:

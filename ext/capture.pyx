@@ -90,6 +90,7 @@ cdef extern from "<sys/stat.h>" nogil:
     cdef struct stat_t "stat":
         long st_size
         unsigned int st_mode
+        unsigned long st_ino
     int fstat(int, stat_t*)
     bint S_ISREG(unsigned int)
 
@@ -418,6 +419,30 @@ cdef class Capture:
     def close(self):
         """Release the libpcap handle and any mapping (idempotent)."""
         self._release()
+
+    def forget(self):
+        """Drop this process's hold on a live handle's packet socket without
+        libpcap's cleanup, which would tear down the kernel ring that another
+        process (which inherited the handle across fork) still reads: unmap the
+        ring here (a mapping keeps the socket, and its fanout membership,
+        alive) and close the descriptor. The rest of the handle's memory is
+        left as it is; the object is closed."""
+        cdef int fd
+        cdef stat_t st
+        cdef size_t lo, hi
+        if self.p == NULL or not self.live:
+            return
+        fd = pcap_fileno(self.p)
+        if fstat(fd, &st) == 0:
+            tag = f"socket:[{st.st_ino}]"
+            with open("/proc/self/maps") as maps:
+                ranges = [line.split()[0] for line in maps if line.rstrip().endswith(tag)]
+            for text in ranges:
+                start, end = text.split("-")
+                lo, hi = int(start, 16), int(end, 16)
+                munmap(<void*>lo, hi - lo)
+        c_close(fd)
+        self.p = NULL
 
     cdef _check_open(self):
         if self.p == NULL:
