@@ -97,30 +97,31 @@ def sniff_format(path: str) -> str:
 
 
 def pcapng_interfaces(path: str) -> list[tuple[int, int]]:
-    """(link type, snapshot length) of every interface description block, in file order."""
+    """(link type, snapshot length) of every interface description block, in file
+    order, up to the first block whose length is impossible (every step moves
+    forward, so a corrupt length can neither loop nor grow the list without end)."""
     found = []
     with open(path, "rb") as fh:
         order = "<"
+        pos = 0
         while True:
-            head = fh.read(12)
+            fh.seek(pos)
+            head = fh.read(16)
             if len(head) < 12:
                 return found
             btype = struct.unpack(order + "I", head[:4])[0]
             if btype == 0x0A0D0D0A:
                 order = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
             blen = struct.unpack(order + "I", head[4:8])[0]
+            if blen < 12 or blen % 4:
+                return found
             if btype == 1:
-                body = fh.read(8)
-                if len(body) < 4:
+                if blen < 20 or len(head) < 16:
                     return found
                 linktype, = struct.unpack(order + "H", head[8:10])
-                snaplen, = struct.unpack(order + "I", body[:4])
+                snaplen, = struct.unpack(order + "I", head[12:16])
                 found.append((linktype, snaplen))
-                fh.seek(blen - 20, os.SEEK_CUR)
-            elif blen < 12:
-                return found
-            else:
-                fh.seek(blen - 12, os.SEEK_CUR)
+            pos += blen
 
 
 def _describe(linktypes) -> str:
@@ -342,6 +343,34 @@ def default_interface() -> str:
     return "lo"
 
 
+LIVE_TIMEOUT_MS = 50
+
+
+def open_live_handle(device: str, snaplen: int, buffer_bytes: int,
+                     timeout_ms: int = LIVE_TIMEOUT_MS, iface: int = 0):
+    """An activated libpcap handle on `device` and libpcap's warning (or None);
+    raises CaptureError."""
+    try:
+        return _core.Capture.open_live(device, snaplen or 262144, True, timeout_ms,
+                                       buffer_bytes, False, iface)
+    except _core.PcapError as err:
+        raise CaptureError(f"interface {device}: {err.args[0]}") from None
+
+
+def spare_handle(device: str, snaplen: int, buffer_bytes: int, iface: int = 0):
+    """A handle opened now, while the process may still open one, for a capture
+    process that is restarted after the privileges are dropped (--user). Until
+    a LiveSource takes it, its filter accepts no packet, so the kernel queues
+    nothing for it. Raises CaptureError."""
+    cap, _ = open_live_handle(device, snaplen, buffer_bytes, LIVE_TIMEOUT_MS, iface)
+    try:
+        cap.set_filter("less 0")
+    except _core.PcapError as err:
+        cap.close()
+        raise CaptureError(f"interface {device}: {err}") from None
+    return cap
+
+
 class LiveSource:
     """A live device read by the native core, optionally one of a fanout group.
 
@@ -354,22 +383,22 @@ class LiveSource:
     def __init__(self, device: str, iface: int, bpf: str | None = None,
                  snaplen: int = DEFAULT_SNAPLEN, buffer_bytes: int = 0,
                  fanout_group: int | None = None, worker: int = 0,
-                 timeout_ms: int = 50):
+                 timeout_ms: int = LIVE_TIMEOUT_MS, handle=None):
         self.name = device
         self.iface = iface
         self.worker = worker
         self.timeout_ms = timeout_ms
         self.transport_dropped = 0
-        try:
-            self._cap, warning = _core.Capture.open_live(
-                device, snaplen or 262144, True, timeout_ms, buffer_bytes, False, iface)
-        except _core.PcapError as err:
-            raise CaptureError(f"interface {device}: {err.args[0]}") from None
-        self.warning = warning
+        if handle is None:
+            self._cap, self.warning = open_live_handle(device, snaplen, buffer_bytes,
+                                                       timeout_ms, iface)
+        else:     # opened before a privilege drop (spare_handle): now take packets
+            self._cap, self.warning = handle, None
+            bpf = bpf or ""          # the empty expression accepts every packet
         self.linktype = self._cap.linktype
         self.snaplen = self._cap.snaplen
         check_linktype(f"interface {device}", self.linktype)
-        if bpf:
+        if bpf is not None:
             try:
                 self._cap.set_filter(bpf)
             except _core.PcapError as err:

@@ -237,3 +237,13 @@ def test_ctrl_c_stops_a_filter_that_takes_long_to_compile():
     out, err = proc.communicate(timeout=15)
     assert proc.returncode == 130 and b"Traceback" not in err, err
     assert _gone(kids) == []
+
+
+def test_fuzz_found_pcapng_with_a_short_interface_block_is_refused():
+    """tests/fuzz.py found it: the interface scan looped for ever, out of memory."""
+    data = CORPUS.parent / "data" / "fuzz-idb-short-block.pcapng"
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "read", str(data)],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert err.startswith("pt-engine: error: ") and "274 (ETHERNET_MPACKET)" in err, err
