@@ -8,6 +8,11 @@ from setuptools import Extension, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("PT_ENGINE_DEBUG") == "1"
+# PT_ENGINE_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer, for fuzzing
+# (docs/fuzzing.md); run Python with LD_PRELOAD=$(gcc -print-file-name=libasan.so).
+SANITIZE = os.environ.get("PT_ENGINE_SANITIZE") == "1"
+_SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                    "-fno-omit-frame-pointer", "-g", "-O1"]
 
 
 def _require(condition, message):
@@ -42,7 +47,9 @@ def _extensions():
         "pt_engine._core",
         ["ext/_core.pyx"],
         libraries=["pcap"],
-        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
+        extra_compile_args=(_SANITIZER_FLAGS if SANITIZE
+                            else ["-O0", "-g"] if DEBUG else ["-O3"]),
+        extra_link_args=_SANITIZER_FLAGS if SANITIZE else [],
         define_macros=[("CYTHON_TRACE_NOGIL", "1")] if DEBUG else [],
     )
     directives = {"linetrace": True} if DEBUG else {}
