@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "config"):
             path = config_path(args.config)
+            if path is not None and not args.config and not os.environ.get("PT_ENGINE_CONFIG"):
+                print(f"pt-engine: reading config file {path}", file=sys.stderr, flush=True)
             if path is not None:
                 parser = _parser(load_config(path).defaults())
                 args = parser.parse_args(argv)

@@ -276,6 +276,7 @@ class Feed:
 
     def __init__(self, dest: str | None, run_args: list[str]):
         self.records: queue.Queue = queue.Queue()
+        self.error: EngineError | None = None   # the stream failed (no engine, cut off)
         self.logs: list[str] = []
         self._engine: subprocess.Popen | None = None
         self._tmp = None
@@ -315,7 +316,7 @@ class Feed:
             for record in iter_records(self.dest):
                 self.records.put(record)
         except EngineError as err:
-            self.records.put({"type": "event", "kind": "stream_error", "message": str(err)})
+            self.error = err       # main() reports it on stderr, exit 1
         self.records.put(None)
 
     def close(self) -> None:
@@ -484,4 +485,6 @@ def main(args, run_args: list[str]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         feed.close()
+    if feed.error is not None:
+        raise feed.error
     return 0

@@ -217,6 +217,8 @@ def test_the_default_file_is_read(tmp_path, monkeypatch):
     proc = run_cli("read", pcap(tmp_path, {0: 100}), env={"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
     assert proc.returncode == 0, proc.stderr
     assert stream.decode(proc.stdout, "json")[0]["interval_ns"] == S // 4
+    # found, not named: it is named on stderr
+    assert f"reading config file {xdg / 'config.toml'}" in proc.stderr.decode()
 
 
 def test_missing_config_file_is_an_error(tmp_path):

@@ -1,6 +1,7 @@
 """`pt-engine top`: the model, the plain-text face, and the terminal face driven in tmux."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -215,3 +216,13 @@ def test_top_standalone_runs_its_own_capture():
             assert not term.alternate_screen()
         finally:
             term.close()
+
+
+def test_connect_to_a_missing_socket_is_an_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "top", "--plain", "--connect",
+                           f"unix:{tmp_path}/none.sock"], capture_output=True, timeout=60,
+                          env={**os.environ, "PT_ENGINE_CONFIG": "/dev/null"})
+    assert proc.returncode == 1
+    assert proc.stdout == b""
+    err = proc.stderr.decode()
+    assert err.startswith("pt-engine: error: ") and "none.sock" in err and err.count("\n") == 1
