@@ -298,7 +298,8 @@ class _Pipeline:
                 failures = [d for d in map(self._explain, self.workers) if d.kind == "error"]
                 summary = self.aggregator.snapshot("summary")
                 summary["interrupted"] = self.interrupted
-                summary["sources"] = [dict(self.sources[w.source], **_done_fields(w.feed.done))
+                summary["sources"] = [dict(self.sources[w.source],
+                                           **_done_fields(w.feed.done, self.interrupted))
                                       for w in self.workers]
                 self.aggregator.emit(summary)
             finally:
@@ -558,10 +559,14 @@ def _rebuild(done: Done) -> EngineError:
     return getattr(errors, done.error_class or "EngineError", EngineError)(done.message)
 
 
-def _done_fields(done: Done | None) -> dict:
+def _done_fields(done: Done | None, interrupted: bool) -> dict:
+    """A source's status in the summary: a capture process asked to stop reports
+    "interrupted"; without a signal (--duration, a failed peer) that is "stopped",
+    so that it agrees with the summary's `interrupted`."""
     if done is None:
         return {"status": "running"}
-    fields = {"status": done.kind, **done.stats}
+    kind = "stopped" if done.kind == "interrupted" and not interrupted else done.kind
+    fields = {"status": kind, **done.stats}
     if done.message:
         fields["error"] = done.message
     return fields

@@ -238,3 +238,13 @@ def test_drops_root_after_opening_the_handles(veth):
     assert proc.returncode == 0, err
     assert users == {"nobody"}
     assert counters(records[-1]) == expected_summary(frames)
+
+
+def test_duration_gives_one_consistent_status(veth):
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "run", "-i", veth.host,
+                           "--workers", "2", "--duration", "1", "--format", "msgpack"],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    summary = stream.decode(proc.stdout)[-1]
+    assert summary["type"] == "summary" and summary["interrupted"] is False
+    assert [s["status"] for s in summary["sources"]] == ["stopped", "stopped"]
