@@ -162,6 +162,7 @@ class UnixSocketSink:
             os.chmod(staged, mode)
             if uid != -1 or gid != -1:
                 os.chown(staged, uid, gid)
+            sock.listen(64)      # before it appears: a client never finds it refusing
             os.rename(staged, path)
         except OSError as err:
             sock.close()
@@ -169,7 +170,6 @@ class UnixSocketSink:
         finally:
             if private is not None:
                 shutil.rmtree(private, ignore_errors=True)
-        sock.listen(64)
         sock.setblocking(False)
         self._inode = os.stat(path).st_ino
         return sock
