@@ -56,7 +56,8 @@ def add_parser(subparsers):
                     "bytes/s in decimal units (1 kB = 1000 bytes); times are UTC.")
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="recordings, e.g. rec.msgpack rec.msgpack.1 ... (msgpack or JSON lines)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the PNG to write")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png",
+                   help="the chart to write: .png, .jpg, .svg or .pdf")
     p.add_argument("--top", type=whole_number, default=8, metavar="N",
                    help="chart the N ports with the most bytes, in + out (default 8, up to 20)")
     p.add_argument("--since", metavar="TIME",
@@ -78,6 +79,7 @@ def main(args) -> int:
     if not 1 <= args.top <= 20:
         raise ConfigError(f"--top {args.top}: choose 1 to 20")
     size = parse_size(args.size)
+    output_format(args.output)      # refused before any work
     if args.last is not None and (args.since is not None or args.until is not None):
         raise ConfigError("--last counts back from the end of the recording: give it "
                           "without --since and --until")
@@ -469,10 +471,25 @@ def figure(rec: Recording, size: tuple[int, int] = (1200, 900)):
     return fig
 
 
+# What -o can write, by the file's extension (JPEG through Pillow, which
+# matplotlib depends on).
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+
+
+def output_format(path: str) -> str:
+    """The matplotlib format for `path`, from its extension; raises ConfigError."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise ConfigError(f"-o {path}: cannot write {ext or 'a file without an extension'}; "
+                          f"name a {', '.join(FORMATS)} file")
+    return FORMATS[ext]
+
+
 def save(fig, path: str) -> None:
-    """Write the figure as PNG at its own size; raises SinkError."""
+    """Write the figure at its own size, in the format its extension names
+    (output_format); raises SinkError or ConfigError."""
     try:
-        fig.savefig(path, format="png", dpi=fig.dpi)
+        fig.savefig(path, format=output_format(path), dpi=fig.dpi)
     except OSError as err:
         raise SinkError(f"-o {path}: {err.strerror or err}") from err
 

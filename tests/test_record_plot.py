@@ -546,3 +546,23 @@ def test_durations(text, seconds):
     ("2023-11-14", (T0 - 80000) * 10**9)])
 def test_times_are_utc(text, ns):
     assert plot.parse_time(text, "--since") == ns
+
+
+@pytest.mark.parametrize("name, magic", [("c.jpg", b"\xff\xd8\xff"), ("c.JPEG", b"\xff\xd8\xff"),
+                                         ("c.svg", b"<?xml"), ("c.pdf", b"%PDF")])
+def test_plot_writes_the_format_its_extension_names(tmp_path, name, magic):
+    rec = tmp_path / "rec.msgpack"
+    assert main(["record", str(rec), "--read", str(MANY)]) == 0
+    out = tmp_path / name
+    assert main(["plot", str(rec), "-o", str(out)]) == 0
+    assert out.read_bytes().startswith(magic)
+
+
+@pytest.mark.parametrize("name", ["c.gif", "chart"])
+def test_plot_refuses_an_extension_it_cannot_write(tmp_path, name, capsys):
+    rec = tmp_path / "rec.msgpack"
+    rec.write_bytes(b"")
+    assert main(["plot", str(rec), "-o", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and ".png, .jpg, .jpeg, .svg, .pdf" in err
+    assert not (tmp_path / name).exists()
