@@ -248,3 +248,21 @@ def test_duration_gives_one_consistent_status(veth):
     summary = stream.decode(proc.stdout)[-1]
     assert summary["type"] == "summary" and summary["interrupted"] is False
     assert [s["status"] for s in summary["sources"]] == ["stopped", "stopped"]
+
+
+def test_loopback_received_counts_each_packet_twice():
+    """Linux gives a packet socket on lo both the outgoing and the incoming copy
+    of each packet; libpcap drops the outgoing one but counts both in its
+    `received`. The counters count each packet once (README, "Live")."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    port = sink.getsockname()[1]
+    proc = start_engine("-i", "lo", "--filter", f"udp port {port}", "--interval", "0.2")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(10):
+        sender.sendto(b"x" * 10, ("127.0.0.1", port))
+    records, err = stop_engine(proc)
+    summary = records[-1]
+    assert summary["totals"]["packets"] == 10, err
+    assert [s["received"] for s in summary["sources"]] == [20]
+    assert [r[:3] for r in summary["ports"] if r[1] == port] == [["udp", port, 10]]
