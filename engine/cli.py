@@ -66,7 +66,7 @@ def _parser(config: dict | None = None) -> argparse.ArgumentParser:
     _add_capture_options(top)
     top.add_argument("--interval", default="1", metavar="S",
                      help="window length in seconds (default 1)")
-    top.add_argument("--filter", dest="bpf", metavar="BPF", help="BPF filter applied in libpcap")
+    top.add_argument("-f", "--filter", dest="bpf", metavar="BPF", help="BPF filter applied in libpcap")
     top.add_argument("--ports", metavar="SPEC", help="show only these ports")
     top.add_argument("--config", metavar="PATH", help="config file for the engine top starts")
     top.add_argument("--alert", dest="alerts", action="append", metavar="RULE",
@@ -168,9 +168,9 @@ def _alerts(args):
 def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", default="1", metavar="S",
                    help="window length in seconds, cut by packet time (default 1)")
-    p.add_argument("--filter", dest="bpf", metavar="BPF", help="BPF filter applied in libpcap")
+    p.add_argument("-f", "--filter", dest="bpf", metavar="BPF", help="BPF filter applied in libpcap")
     p.add_argument("--ports", metavar="SPEC", help="report only these ports, e.g. 22,80,8000-8100")
-    p.add_argument("--output", default="-", metavar="DEST",
+    p.add_argument("-o", "--output", default="-", metavar="DEST",
                    help="- (stdout, default), a file path, or unix:/path/to.sock")
     p.add_argument("--format", choices=("msgpack", "json"),
                    help="msgpack (default) or json lines (default when stdout is a terminal)")

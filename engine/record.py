@@ -42,13 +42,13 @@ def add_parser(subparsers, add_capture_options) -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--connect", metavar="unix:PATH",
                         help="record a running engine's socket instead of capturing")
-    source.add_argument("--read", nargs="+", dest="read_files", metavar="PCAP",
+    source.add_argument("-r", "--read", nargs="+", dest="read_files", metavar="PCAP",
                         help="count capture files (as `pt-engine read`) instead of capturing "
                              "live; put FILE before this option")
     add_capture_options(p)
     p.add_argument("--interval", default="1", metavar="S",
                    help="window length in seconds, cut by packet time (default 1)")
-    p.add_argument("--filter", dest="bpf", metavar="BPF", help="BPF filter applied in libpcap")
+    p.add_argument("-f", "--filter", dest="bpf", metavar="BPF", help="BPF filter applied in libpcap")
     p.add_argument("--ports", metavar="SPEC",
                    help="record only these ports, e.g. 22,80,8000-8100")
     # To tell which capture options were given (they conflict with --connect, --read).

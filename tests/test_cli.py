@@ -301,3 +301,15 @@ def test_clock_stepping_back_is_counted_late(tmp_path, monkeypatch, pure):
     # the 1.2 s packet arrives while [2, 3) is open: counted there, as late
     assert windows == [(0, 1, 0), (2, 2, 1), (3, 1, 0)]
     assert records[-1]["late_packets"] == 1 and records[-1]["totals"]["packets"] == 4
+
+
+def test_short_flags_as_tcpdump_and_iftop(tmp_path):
+    out = tmp_path / "udp.json"
+    proc = run_cli("read", str(MANY), "-f", "udp", "-o", str(out), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    summary = stream.decode(out.read_bytes(), "json")[-1]
+    assert summary["ports"] and {row[0] for row in summary["ports"]} == {"udp"}
+    rec = tmp_path / "rec.msgpack"
+    proc = run_cli("record", str(rec), "-r", str(MANY), "-f", "tcp")
+    assert proc.returncode == 0, proc.stderr
+    assert {row[0] for row in stream.decode(rec.read_bytes())[-1]["ports"]} == {"tcp"}
