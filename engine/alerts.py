@@ -101,6 +101,8 @@ class Alerts:
         rule, (lo, hi) = self.rules[i], self._ranges[i]
         columns = _COLUMNS[rule.metric, rule.direction]
         counts: dict[tuple, int] = {}
+        if rule.below and rule.scope == "port":     # a port without a row is at zero
+            counts = {(rule.proto, port): 0 for port in range(lo, hi + 1)}
         for row in rows:
             if (rule.proto == "*" or row[0] == rule.proto) and lo <= row[1] <= hi:
                 counts[row[0], row[1]] = sum(row[c] for c in columns)
@@ -115,7 +117,7 @@ class Alerts:
             rate = rates.get(key, 0.0)
             state = states.get(key)
             if state is None:
-                if rate <= rule.limit:
+                if not rule.violated(rate):
                     continue
                 state = states[key] = _State()
             alert = self._step(rule, key, state, rate, start)
@@ -129,7 +131,7 @@ class Alerts:
               start: int) -> dict | None:
         """Advance one state by one window; the record it causes, if any."""
         if not state.active:
-            if rate <= rule.limit:
+            if not rule.violated(rate):
                 state.over = 0
                 return None
             state.over += 1
@@ -140,8 +142,8 @@ class Alerts:
             state.active, state.fired_ns, state.peak, state.under = True, start, rate, 0
             return {**self._fields("alert", rule, key, rate, start),
                     "since_ns": state.since_ns, "windows_over": state.over}
-        state.peak = max(state.peak, rate)
-        if rate >= rule.limit * rule.clear_ratio:
+        state.peak = min(state.peak, rate) if rule.below else max(state.peak, rate)
+        if not rule.cleared(rate):
             state.under = 0
             return None
         state.under += 1
@@ -151,6 +153,14 @@ class Alerts:
 
     def _quiet(self, rule: AlertRule, states: dict, first_ns: int, windows: int) -> list[dict]:
         """`windows` windows without packets from first_ns on: every rate is zero."""
+        if rule.below:
+            # Zero is past a '<' limit: the first for_windows windows of the gap
+            # decide; after them nothing changes while it lasts.
+            out = []
+            zeros = self._rates(self.rules.index(rule), [])
+            for k in range(min(windows, rule.for_windows)):
+                out += self._window(rule, states, zeros, first_ns + k * self.interval_ns)
+            return out
         out = []
         for key in sorted(states):
             state = states[key]
@@ -168,27 +178,32 @@ class Alerts:
                  start: int) -> dict:
         state.active, state.over = False, 0
         return {**self._fields("resolved", rule, key, rate, start),
-                "clear_below": rule.limit * rule.clear_ratio, "since_ns": state.since_ns,
+                ("clear_above" if rule.below else "clear_below"): rule.clear_level,
+                "since_ns": state.since_ns,
                 "fired_ns": state.fired_ns, "duration_ns": start - state.fired_ns,
                 "peak": state.peak}
 
     def _fields(self, kind: str, rule: AlertRule, key: tuple, rate: float, start: int) -> dict:
         return {"type": kind, "rule": rule.name, "scope": rule.scope, "proto": key[0],
                 "port": key[1], "direction": rule.direction, "metric": rule.metric,
-                "value": rate, "limit": rule.limit, "window_start_ns": start,
+                "op": rule.op, "value": rate, "limit": rule.limit, "window_start_ns": start,
                 "window_end_ns": start + self.interval_ns}
 
     def _report(self, alert: dict) -> None:
         unit = _UNITS[alert["metric"]]
         where = f"{alert['proto']}/{alert['port']} {alert['direction']}"
         when = _utc(alert["window_start_ns"])
+        below = alert["op"] == "<"
         if alert["type"] == "alert":
-            log(f"alert {alert['rule']!r}: {where} {si(alert['value'])} {unit}, over "
-                f"{si(alert['limit'])} for {alert['windows_over']} window(s), at {when}")
+            log(f"alert {alert['rule']!r}: {where} {si(alert['value'])} {unit}, "
+                f"{'under' if below else 'over'} {si(alert['limit'])} for "
+                f"{alert['windows_over']} window(s), at {when}")
         else:
-            log(f"resolved {alert['rule']!r}: {where} {si(alert['value'])} {unit}, under "
-                f"{si(alert['clear_below'])}, at {when}; active "
-                f"{alert['duration_ns'] / 1e9:g} s, peak {si(alert['peak'])} {unit}")
+            clear = alert["clear_above" if below else "clear_below"]
+            log(f"resolved {alert['rule']!r}: {where} {si(alert['value'])} {unit}, "
+                f"{'over' if below else 'under'} {si(clear)}, at {when}; active "
+                f"{alert['duration_ns'] / 1e9:g} s, {'lowest' if below else 'peak'} "
+                f"{si(alert['peak'])} {unit}")
         if self.hooks is not None:
             self.hooks.run(alert)
 

@@ -289,7 +289,10 @@ ALERT_PROTOS = (*PROTO_NAMES, "*")
 DIRECTIONS = ("in", "out", "both")
 METRICS = ("bytes_per_s", "packets_per_s")
 SCOPES = ("port", "sum")
-ALERT_SYNTAX = "PROTO:PORTS:DIRECTION:METRIC>LIMIT[:for=N][:clear=R][:scope=port|sum][:name=NAME]"
+ALERT_SYNTAX = ("PROTO:PORTS:DIRECTION:METRIC>LIMIT (or <LIMIT)"
+                "[:for=N][:clear=R][:scope=port|sum][:name=NAME]")
+# A '<' rule of scope port watches every port it names, seen or not.
+MAX_BELOW_PORTS = 1024
 _SI = (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
 
 
@@ -322,6 +325,25 @@ class AlertRule:
     for_windows: int = 1
     clear_ratio: float = 0.8
     scope: str = "port"
+    op: str = ">"             # "<": alert when the rate falls below the limit
+
+    @property
+    def below(self) -> bool:
+        """A rule for a service that goes quiet (``<``)."""
+        return self.op == "<"
+
+    def violated(self, rate: float) -> bool:
+        """The rate is past the limit (strictly)."""
+        return rate < self.limit if self.below else rate > self.limit
+
+    def cleared(self, rate: float) -> bool:
+        """The rate is back on the right side of the clear level: under
+        limit * clear_ratio for ``>``, over limit / clear_ratio for ``<``."""
+        return rate > self.clear_level if self.below else rate < self.clear_level
+
+    @property
+    def clear_level(self) -> float:
+        return self.limit / self.clear_ratio if self.below else self.limit * self.clear_ratio
 
     @property
     def port_range(self) -> tuple[int, int]:
@@ -333,7 +355,8 @@ class AlertRule:
 
     def text(self) -> str:
         """The rule in --alert syntax, without its name (a config-file rule's default name)."""
-        parts = [f"{self.proto}:{self.ports}:{self.direction}:{self.metric}>{si(self.limit)}"]
+        parts = [f"{self.proto}:{self.ports}:{self.direction}:{self.metric}{self.op}"
+                 f"{si(self.limit)}"]
         if self.for_windows != 1:
             parts.append(f"for={self.for_windows}")
         if self.clear_ratio != 0.8:
@@ -386,7 +409,7 @@ def _clear_ratio(value) -> float:
 _RULE_FIELDS = {"name": _text, "ports": _rule_ports, "proto": _choice(*ALERT_PROTOS),
                 "direction": _choice(*DIRECTIONS), "metric": _choice(*METRICS),
                 "limit": _limit, "for_windows": _for_windows, "clear_ratio": _clear_ratio,
-                "scope": _choice(*SCOPES)}
+                "scope": _choice(*SCOPES), "op": _choice(">", "<")}
 _RULE_DEFAULTS = {"ports": "*", "proto": "*", "direction": "both"}
 _ALERT_OPTIONS = {"for": "for_windows", "clear": "clear_ratio", "scope": "scope", "name": "name"}
 
@@ -399,6 +422,10 @@ def _rule(checked: dict) -> AlertRule:
             raise _Bad(f"missing key {key!r}")
     name = values.pop("name", None)
     rule = AlertRule(name="", **values)
+    lo, hi = rule.port_range
+    if rule.below and rule.scope == "port" and (rule.proto == "*" or hi - lo >= MAX_BELOW_PORTS):
+        raise _Bad(f"a '<' rule watches each port it names, also one without traffic: give "
+                   f"a protocol and at most {MAX_BELOW_PORTS} ports, or scope=sum")
     return replace(rule, name=name or rule.text())
 
 
@@ -418,12 +445,13 @@ def parse_alert(text: str) -> AlertRule:
 
     Raises ConfigError naming the rule and the part at fault.
     """
-    head, sep, tail = text.partition(">")
+    at = min((i for i in (text.find(">"), text.find("<")) if i >= 0), default=-1)
+    head, sep, tail = (text[:at], text[at], text[at + 1:]) if at >= 0 else (text, "", "")
     positional = head.split(":")
     if not sep or len(positional) != 4:
         raise ConfigError(f"--alert {text!r}: write it as {ALERT_SYNTAX}")
     limit, *options = tail.split(":")
-    raw = dict(zip(("proto", "ports", "direction", "metric"), positional), limit=limit)
+    raw = dict(zip(("proto", "ports", "direction", "metric"), positional), limit=limit, op=sep)
     labels = {}
     for option in options:
         word, eq, value = option.partition("=")
@@ -440,7 +468,10 @@ def parse_alert(text: str) -> AlertRule:
         except _Bad as bad:
             raise ConfigError(f"--alert {text!r}: {labels.get(key, key)}: {bad}") from None
     checked.setdefault("name", text)
-    return _rule(checked)
+    try:
+        return _rule(checked)
+    except _Bad as bad:
+        raise ConfigError(f"--alert {text!r}: {bad}") from None
 
 
 def parse_alerts(texts) -> tuple[AlertRule, ...]:

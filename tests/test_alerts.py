@@ -66,7 +66,7 @@ def test_fires_after_the_hold_and_resolves_with_hysteresis(tmp_path):
     alert = next(r for r in records if r["type"] == "alert")
     assert alert == {"type": "alert", "rule": RULE, "scope": "port", "proto": "udp",
                      "port": 5000, "direction": "in", "metric": "bytes_per_s",
-                     "value": 1500.0, "limit": 1000.0, "window_start_ns": T0 + 2 * S,
+                     "op": ">", "value": 1500.0, "limit": 1000.0, "window_start_ns": T0 + 2 * S,
                      "window_end_ns": T0 + 3 * S, "since_ns": T0 + S, "windows_over": 2}
     resolved = next(r for r in records if r["type"] == "resolved")
     assert resolved["clear_below"] == 800.0
@@ -340,3 +340,53 @@ def test_hooks_limit_and_timeout(tmp_path):
     hooks.run(record)        # the slot is free again once the first was killed
     assert hooks.dropped == 1
     hooks.close()
+
+
+# --- '<': a service that goes quiet ---------------------------------------------------
+
+QUIET = "udp:5000:in:bytes_per_s<1000:for=2"        # clear level 1250 bytes/s
+
+
+def test_below_fires_when_a_port_goes_quiet_and_resolves_above_the_clear_level(tmp_path):
+    # 6000 bytes to another port keep windows coming while port 5000 is quiet.
+    rates = {0: 1500, 1: 900, 2: 500, 3: 1100, 4: 1300, 5: 1300}
+    path = capture(tmp_path, rates, extra=((2, 6000, 900), (6, 6000, 900), (7, 6000, 900)))
+    records = read(tmp_path, path, "--alert", QUIET)
+    # windows 6 and 7 carry only port 6000's traffic: port 5000 is at zero again
+    assert alerts_in(records) == [("alert", 2, 5000, 500.0), ("resolved", 5, 5000, 1300.0),
+                                  ("alert", 7, 5000, 0.0)]
+    alert = next(r for r in records if r["type"] == "alert")
+    assert alert["op"] == "<" and alert["since_ns"] == T0 + S and alert["windows_over"] == 2
+    resolved = next(r for r in records if r["type"] == "resolved")
+    assert resolved["clear_above"] == 1250.0 and resolved["peak"] == 500.0   # the lowest
+
+
+def test_below_counts_windows_without_traffic_and_gaps(tmp_path):
+    """No row for the port at all (only another port's traffic), and a gap in the
+    stream (file mode writes no empty windows): both are zero, past the limit."""
+    path = capture(tmp_path, {0: 1500}, extra=((1, 6000, 100), (9, 6000, 100)))
+    records = read(tmp_path, path, "--alert", QUIET)
+    assert alerts_in(records) == [("alert", 2, 5000, 0.0)]
+    path = capture(tmp_path, {0: 1500, 8: 1500})
+    assert alerts_in(read(tmp_path, path, "--alert", QUIET)) == [("alert", 2, 5000, 0.0)]
+
+
+def test_below_with_scope_sum_and_in_the_config_file(tmp_path):
+    path = capture(tmp_path, {0: 600, 1: 100}, extra=((0, 5001, 600), (1, 5001, 100)))
+    rule = "udp:5000-5001:in:bytes_per_s<1000:scope=sum"
+    assert alerts_in(read(tmp_path, path, "--alert", rule)) == [("alert", 1, "5000-5001", 200.0)]
+    config = tmp_path / "c.toml"
+    config.write_text('[[alert]]\nports = "5000-5001"\nproto = "udp"\ndirection = "in"\n'
+                      'metric = "bytes_per_s"\nlimit = 1000\nop = "<"\nscope = "sum"\n')
+    records = read(tmp_path, path, "--config", str(config))
+    assert alerts_in(records) == [("alert", 1, "5000-5001", 200.0)]
+    assert next(r for r in records if r["type"] == "alert")["rule"] == \
+        "udp:5000-5001:in:bytes_per_s<1k:scope=sum"
+
+
+@pytest.mark.parametrize("rule", ["*:443:in:bytes_per_s<1k", "tcp:*:in:bytes_per_s<1k",
+                                  "tcp:1000-3000:in:bytes_per_s<1k"])
+def test_below_with_too_many_ports_is_refused(rule):
+    proc = run_cli("read", "x.pcap", "--alert", rule, env={"PT_ENGINE_CONFIG": "/dev/null"})
+    assert proc.returncode == 2
+    assert b"at most 1024 ports, or scope=sum" in proc.stderr
