@@ -57,6 +57,10 @@ def _port_mask(text: str) -> numpy.ndarray:
         item = part.strip()
         if not item:
             raise _Bad(f"{text!r}: empty element")
+        if not item[:1].isdigit():       # a name from /etc/services: ssh, https, http-alt
+            lo = hi = _service(item, text)
+            mask[lo] = True
+            continue
         lo_text, sep, hi_text = item.partition("-")
         lo = _port(lo_text, text)
         hi = _port(hi_text, text) if sep else lo
@@ -95,6 +99,18 @@ def whole_number(text: str) -> int:
     if not _digits(stripped.removeprefix("-")):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
     return int(stripped)
+
+
+def _service(name: str, spec: str) -> int:
+    """The port of a service name (/etc/services, TCP or else UDP)."""
+    import socket
+    for proto in ("tcp", "udp"):
+        try:
+            return socket.getservbyname(name, proto)
+        except OSError:
+            continue
+    raise _Bad(f"{spec!r}: {name!r} is neither a port number (0-65535) nor a service "
+               "name known to /etc/services")
 
 
 def _port(word: str, spec: str) -> int:

@@ -467,3 +467,20 @@ def test_root_refuses_a_config_others_can_change(tmp_path):
         load_config(str(path))
     os.chown(path, 0, -1)
     assert load_config(str(path)).defaults()["on_alert"] == "touch /tmp/owned"
+
+
+def _has_services() -> bool:
+    import socket
+    try:
+        return socket.getservbyname("https", "tcp") == 443
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_services(), reason="no /etc/services (Debian: netbase)")
+def test_ports_take_service_names():
+    from pt_engine.config import PortSpec
+    spec = PortSpec.parse("ssh,https,8000-8002,domain")
+    assert [p for p in range(65536) if spec.mask[p]] == [22, 53, 443, 8000, 8001, 8002]
+    with pytest.raises(ConfigError, match="'nosuchsvc' is neither a port number"):
+        PortSpec.parse("22,nosuchsvc")
