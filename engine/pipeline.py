@@ -28,8 +28,8 @@ from . import errors, records, stream
 from .config import ReadOptions
 from .errors import EngineError
 from .sinks import log, open_sink
-from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, LiveSource, open_file, spare_handle,
-                      use_reference_backend)
+from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, InterfaceSpec, LiveSource, enter_netns,
+                      netns_entered, open_file, spare_handle, use_reference_backend)
 from .transport import Consumer, Done, Producer, Ring
 
 if TYPE_CHECKING:
@@ -129,6 +129,8 @@ class LiveSpec:
     buffer_bytes: int
     fanout_group: int | None
     user: str | None
+    netns: str | None = None        # the namespace's name (-i NETNS/IFACE)
+    netns_path: str | None = None
 
 
 def _live_capture_main(spec: LiveSpec, ring: Ring, conn, handle=None) -> None:
@@ -140,10 +142,16 @@ def _live_capture_main(spec: LiveSpec, ring: Ring, conn, handle=None) -> None:
     """
     producer = Producer(ring, conn)
     try:
+        if spec.netns_path is not None and handle is None:
+            enter_netns(spec.netns_path)     # before the handle: it captures there
         source = LiveSource(spec.device, spec.iface, spec.bpf, spec.snaplen, spec.buffer_bytes,
                             spec.fanout_group, spec.worker, handle=handle)
         stopping = _stop_on_sigterm()
-        producer.ready(source.describe())
+        described = source.describe()
+        if spec.netns is not None:
+            described.update(name=f"{spec.netns}/{spec.device}", netns=spec.netns,
+                             device=spec.device)
+        producer.ready(described)
         if spec.user:
             drop_privileges(spec.user)
     except EngineError as err:
@@ -502,11 +510,13 @@ class RunPipeline(_Pipeline):
     def _targets(self):
         opts = self.opts
         targets = []
-        for iface, device in enumerate(opts.interfaces):
+        for iface, text in enumerate(opts.interfaces):
+            where = InterfaceSpec.parse(text)
             group_id = (os.getpid() + iface) & 0xFFFF if opts.workers > 1 else None
             for worker in range(opts.workers):
-                spec = LiveSpec(device, iface, worker, opts.bpf, opts.snaplen,
-                                opts.buffer_bytes, group_id, opts.user)
+                spec = LiveSpec(where.device, iface, worker, opts.bpf, opts.snaplen,
+                                opts.buffer_bytes, group_id, opts.user, where.netns,
+                                where.netns_path)
                 targets.append((iface, _live_capture_main, (spec,)))
         return targets
 
@@ -529,9 +539,10 @@ class RunPipeline(_Pipeline):
         self._spares = {}
         for worker in self.workers:
             spec = worker.start[2][0]
-            self._spares[worker.source] = [
-                spare_handle(spec.device, spec.snaplen, spec.buffer_bytes, spec.iface)
-                for _ in range(RESTARTS)]
+            with netns_entered(spec.netns_path):
+                self._spares[worker.source] = [
+                    spare_handle(spec.device, spec.snaplen, spec.buffer_bytes, spec.iface)
+                    for _ in range(RESTARTS)]
 
     def _handles(self) -> list:
         spares = [h for left in getattr(self, "_spares", {}).values() for h in left]

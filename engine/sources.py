@@ -344,6 +344,84 @@ def default_interface() -> str:
 
 
 LIVE_TIMEOUT_MS = 50
+NETNS_DIR = "/var/run/netns"    # where `ip netns add NAME` puts its namespaces
+_CLONE_NEWNET = 0x40000000
+
+
+@dataclass(frozen=True)
+class InterfaceSpec:
+    """An interface as -i names it: IFACE, NETNS/IFACE (a name from `ip netns`) or
+    pid:PID/IFACE (the network namespace of a process, e.g. a container's)."""
+
+    text: str           # as given: the label in the stream
+    device: str
+    netns: str | None   # the namespace's name (NETNS or pid:PID), None for this one
+    netns_path: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> InterfaceSpec:
+        """Raises ConfigError for a namespace that does not exist."""
+        where, sep, device = text.rpartition("/")
+        if not sep:
+            return cls(text, text, None, None)
+        if not device or not where:
+            raise ConfigError(f"-i {text!r}: write IFACE, NETNS/IFACE or pid:PID/IFACE")
+        if where.startswith("pid:"):
+            pid = where[4:]
+            if not (pid.isascii() and pid.isdigit()):
+                raise ConfigError(f"-i {text!r}: {pid!r} is not a process id")
+            path = f"/proc/{pid}/ns/net"
+            missing = f"-i {text!r}: no process {pid}"
+        else:
+            path = os.path.join(NETNS_DIR, where)
+            missing = (f"-i {text!r}: no network namespace {where!r} "
+                       f"(`ip netns list` shows those there are)")
+        if "/" in where[4 if where.startswith("pid:") else 0:] or not os.path.exists(path):
+            raise ConfigError(missing)
+        return cls(text, device, where, path)
+
+
+def enter_netns(path: str) -> None:
+    """Move this process (thread) into the network namespace at `path`, as the
+    capture process does before it opens its handle; raises CaptureError."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise CaptureError(f"cannot open network namespace {path}: {err.strerror}") from None
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            raise CaptureError(f"cannot enter network namespace {path}: {os.strerror(errno)}")
+    finally:
+        os.close(fd)
+
+
+class netns_entered:
+    """Context manager: inside, this process is in the namespace at `path` (None:
+    where it is); afterwards back where it was. Sockets opened inside stay there."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._home = None
+
+    def __enter__(self):
+        if self.path is not None:
+            self._home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                enter_netns(self.path)
+            except BaseException:
+                os.close(self._home)
+                raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._home is not None:
+            try:
+                enter_netns(f"/proc/self/fd/{self._home}")
+            finally:
+                os.close(self._home)
 
 
 def open_live_handle(device: str, snaplen: int, buffer_bytes: int,

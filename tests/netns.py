@@ -66,14 +66,17 @@ class VethPair:
             raise
         return self
 
-    def send(self, frames: list[bytes], pause: float = 0.0) -> None:
-        """Write the frames raw onto the namespace's end, in order."""
+    def send(self, frames: list[bytes], pause: float = 0.0, from_host: bool = False) -> None:
+        """Write the frames raw onto the namespace's end (or the host's end, to be
+        captured inside the namespace), in order."""
         import pickle
+        where = [] if from_host else ["ip", "netns", "exec", self.ns]
         with tempfile.NamedTemporaryFile(suffix=".pickle") as fh:
             pickle.dump(frames, fh)
             fh.flush()
-            subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", SENDER,
-                            fh.name, self.peer, str(pause)], check=True, timeout=120)
+            subprocess.run([*where, sys.executable, "-c", SENDER, fh.name,
+                            self.host if from_host else self.peer, str(pause)],
+                           check=True, timeout=120)
 
     def __exit__(self, *exc) -> None:
         subprocess.run(["ip", "link", "del", self.host], capture_output=True)

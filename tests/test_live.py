@@ -266,3 +266,34 @@ def test_loopback_received_counts_each_packet_twice():
     assert summary["totals"]["packets"] == 10, err
     assert [s["received"] for s in summary["sources"]] == [20]
     assert [r[:3] for r in summary["ports"] if r[1] == port] == [["udp", port, 10]]
+
+
+@pytest.mark.parametrize("extra", [(), ("--workers", "2"), ("--user", "nobody")],
+                         ids=["1-worker", "2-workers", "user"])
+def test_capture_inside_a_network_namespace(veth, extra):
+    """-i NETNS/IFACE captures inside the namespace (the capture process enters it
+    before opening the handle), beside an interface of this one; counters exact
+    per interface."""
+    inside = f"{veth.ns}/{veth.peer}"
+    proc = start_engine("-i", veth.host, "-i", inside, "--interval", "0.2", *extra)
+    to_ns, to_host = mixed_frames(6, 1), mixed_frames(3, 2)
+    veth.send(to_ns, from_host=True)     # host end -> peer: captured inside (and on host)
+    veth.send(to_host)                   # peer -> host end: captured on both too
+    records, err = stop_engine(proc)
+    assert proc.returncode == 0, err
+    summary = records[-1]
+    both = expected_summary(to_ns + to_host)
+    per_iface = {i["name"]: counters(i) for i in summary["interfaces"]}
+    assert per_iface == {veth.host: both, inside: both}
+    names = {s["name"] for s in records[0]["sources"]}
+    assert names == {veth.host, inside}
+    netns_sources = [s for s in records[0]["sources"] if s.get("netns")]
+    assert {s["netns"] for s in netns_sources} == {veth.ns}
+    assert {s["device"] for s in netns_sources} == {veth.peer}
+
+
+def test_unknown_network_namespace_is_a_usage_error():
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "run", "-i", "nosuchns0/eth0"],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 2
+    assert b"no network namespace 'nosuchns0'" in proc.stderr
