@@ -29,7 +29,8 @@ from .config import ReadOptions
 from .errors import EngineError
 from .sinks import log, open_sink
 from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, InterfaceSpec, LiveSource, enter_netns,
-                      netns_entered, open_file, spare_handle, use_reference_backend)
+                      netns_entered, offload_warning, open_file, spare_handle,
+                      use_reference_backend)
 from .transport import Consumer, Done, Producer, Ring
 
 if TYPE_CHECKING:
@@ -148,6 +149,10 @@ def _live_capture_main(spec: LiveSpec, ring: Ring, conn, handle=None) -> None:
                             spec.fanout_group, spec.worker, handle=handle)
         stopping = _stop_on_sigterm()
         described = source.describe()
+        offloaded = offload_warning(spec.device) if spec.worker == 0 else None
+        if offloaded:      # said once per interface: by its first capture process
+            described["warning"] = "; ".join(filter(None, (described.get("warning"),
+                                                           offloaded)))
         if spec.netns is not None:
             described.update(name=f"{spec.netns}/{spec.device}", netns=spec.netns,
                              device=spec.device)
@@ -494,7 +499,9 @@ class ReadPipeline(_Pipeline):
         if self.opts.output.kind != "unix":
             return
         log(f"waiting for a subscriber on {self.opts.output.path}")
-        if not sink.wait_for_subscriber(self.subscriber_wait):
+        if not sink.wait_for_subscriber(self.subscriber_wait, lambda: self.interrupted):
+            if self.interrupted:
+                raise KeyboardInterrupt      # Ctrl-C or SIGTERM before anyone listened
             raise errors.SinkError(f"no subscriber connected to {self.opts.output.path} "
                                    f"within {self.subscriber_wait} s")
 

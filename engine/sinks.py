@@ -213,11 +213,13 @@ class UnixSocketSink:
         """Connected subscribers."""
         return len(self._subs)
 
-    def wait_for_subscriber(self, timeout: float | None) -> bool:
-        """Block until one subscriber is connected (or timeout seconds pass)."""
+    def wait_for_subscriber(self, timeout: float | None,
+                            stop: Callable[[], bool] = lambda: False) -> bool:
+        """Block until one subscriber is connected (or timeout seconds pass, or
+        `stop()` says so, checked at least 5 times a second)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._subs:
-            if deadline is not None and time.monotonic() >= deadline:
+            if stop() or (deadline is not None and time.monotonic() >= deadline):
                 return False
             self._sock.settimeout(0.2)
             try:

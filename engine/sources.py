@@ -344,6 +344,45 @@ def default_interface() -> str:
 
 
 LIVE_TIMEOUT_MS = 50
+_SIOCETHTOOL = 0x8946
+# ethtool's legacy get commands (<linux/ethtool.h>), each an ethtool_value.
+_OFFLOAD_GETS = (("tso", 0x1E), ("gso", 0x23), ("gro", 0x2B))
+_ETHTOOL_GFLAGS, _ETH_FLAG_LRO = 0x25, 1 << 15
+
+
+def _ethtool_value(sock, device: str, cmd: int) -> int | None:
+    import ctypes
+    import fcntl
+    value = ctypes.create_string_buffer(struct.pack("II", cmd, 0), 8)
+    ifreq = bytearray(struct.pack("16sP", device.encode()[:15], ctypes.addressof(value))
+                      .ljust(40, b"\0"))
+    try:
+        fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, ifreq)
+    except OSError:
+        return None       # not supported by the driver, or no such device
+    return struct.unpack("II", value.raw)[1]
+
+
+def offloads(device: str) -> list[str]:
+    """The segmentation and receive offloads enabled on `device` (tso, gso, gro,
+    lro), read with the ethtool ioctl in this process's network namespace."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        found = [name for name, cmd in _OFFLOAD_GETS if _ethtool_value(sock, device, cmd)]
+        flags = _ethtool_value(sock, device, _ETHTOOL_GFLAGS)
+    if flags and flags & _ETH_FLAG_LRO:
+        found.append("lro")
+    return found
+
+
+def offload_warning(device: str) -> str | None:
+    """What a user must know when offloads merge packets before capture, or None."""
+    found = offloads(device)
+    if not found:
+        return None
+    return (f"{', '.join(f.upper() for f in found)} enabled: packet counts are of merged "
+            f"super-packets and bytes per packet may exceed the MTU; for packet-exact counts "
+            f"run: ethtool -K {device} {' '.join(f'{f} off' for f in found)}")
 NETNS_DIR = "/var/run/netns"    # where `ip netns add NAME` puts its namespaces
 _CLONE_NEWNET = 0x40000000
 

@@ -217,8 +217,9 @@ def main(argv: list[str]) -> None:
         corpus = [tempfile.mkdtemp(prefix="pt-engine-fuzz-seeds-")]
         args.append(corpus[0])
     seed_dir = Path(corpus[0])
-    seed_dir.mkdir(parents=True, exist_ok=True)
-    if not any(seed_dir.iterdir()):          # an empty corpus starts from the seeds
+    if not seed_dir.is_file():               # a file is an input to replay, as libFuzzer's
+        seed_dir.mkdir(parents=True, exist_ok=True)
+    if seed_dir.is_dir() and not any(seed_dir.iterdir()):   # an empty corpus: the seeds
         for i, seed in enumerate(seeds()):
             (seed_dir / f"seed-{i:04d}").write_bytes(seed)
     if not any(a.startswith("-max_len") for a in args):

@@ -81,3 +81,16 @@ class VethPair:
     def __exit__(self, *exc) -> None:
         subprocess.run(["ip", "link", "del", self.host], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def set_offloads(device: str, on: bool, netns: str | None = None) -> None:
+    """Turn TSO, GSO and GRO on or off (ethtool's set ioctls), as `ethtool -K`."""
+    code = (
+        "import ctypes, fcntl, socket, struct, sys\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for cmd in (0x1f, 0x24, 0x2c):\n"
+        "    v = ctypes.create_string_buffer(struct.pack('II', cmd, int(sys.argv[2])), 8)\n"
+        "    r = bytearray(struct.pack('16sP', sys.argv[1].encode(), ctypes.addressof(v)).ljust(40, b'\\0'))\n"
+        "    fcntl.ioctl(s.fileno(), 0x8946, r)\n")
+    where = ["ip", "netns", "exec", netns] if netns else []
+    subprocess.run([*where, sys.executable, "-c", code, device, str(int(on))], check=True)

@@ -202,8 +202,8 @@ def test_no_process_keeps_root_after_user(tmp_path):
     proc = _engine("run", "-i", "lo", "--workers", "2", "--user", "nobody", "--duration", "30",
                    "--format", "json", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        line = proc.stderr.readline()
-        assert b"capturing on" in line, line
+        while b"capturing on" not in (line := proc.stderr.readline()):   # after warnings
+            assert line, "the engine ended before capturing"
         deadline = time.monotonic() + 10
         while True:
             procs = _run_processes(proc)
@@ -247,3 +247,16 @@ def test_fuzz_found_pcapng_with_a_short_interface_block_is_refused():
     assert proc.returncode == 1
     err = proc.stderr.decode()
     assert err.startswith("pt-engine: error: ") and "274 (ETHERNET_MPACKET)" in err, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_a_read_waiting_for_its_first_subscriber(tmp_path, sig):
+    path = tmp_path / "s.sock"
+    proc = _engine("read", str(MANY), "--output", f"unix:{path}", stderr=subprocess.PIPE)
+    while b"waiting for a subscriber" not in (line := proc.stderr.readline()):
+        assert line, "the engine ended before waiting"
+    kids = _wait_children(proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130 and b"Traceback" not in err, err
+    assert not path.exists() and _gone(kids) == []

@@ -61,8 +61,12 @@ def start_engine(*args: str) -> subprocess.Popen:
     """Start `pt-engine run ARGS` and wait until it says it is capturing."""
     proc = subprocess.Popen([sys.executable, "-m", "pt_engine", "run", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    line = proc.stderr.readline().decode()
-    assert "capturing on" in line, line + proc.stderr.read().decode()
+    lines = []
+    while not lines or "capturing on" not in lines[-1]:     # warnings may come first
+        line = proc.stderr.readline().decode()
+        assert line, "".join(lines) + proc.stderr.read().decode()
+        lines.append(line)
+    proc.early_stderr = "".join(lines)
     time.sleep(0.3)    # the fanout group and BPF are in place once READY was sent
     return proc
 
@@ -297,3 +301,20 @@ def test_unknown_network_namespace_is_a_usage_error():
                           capture_output=True, timeout=60)
     assert proc.returncode == 2
     assert b"no network namespace 'nosuchns0'" in proc.stderr
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["offloads-on", "offloads-off"])
+def test_offloads_are_warned_about(veth, on):
+    netns.set_offloads(veth.host, on)
+    proc = start_engine("-i", veth.host, "--workers", "2", "--interval", "0.2")
+    records, err = stop_engine(proc)
+    err = proc.early_stderr + err
+    hello = records[0]
+    warnings = [s.get("warning") for s in hello["sources"]]
+    if on:
+        assert warnings[0] and "TSO, GSO, GRO enabled" in warnings[0]
+        assert f"ethtool -K {veth.host} tso off gso off gro off" in warnings[0]
+        assert warnings[1] is None, "said once per interface"
+        assert err.count("super-packets") == 1, err
+    else:
+        assert warnings == [None, None] and "super-packets" not in err

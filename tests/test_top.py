@@ -150,7 +150,8 @@ def test_top_in_a_terminal_matches_the_stream(tmp_path):
         path = tmp_path / "engine.sock"
         engine = subprocess.Popen([sys.executable, "-m", "pt_engine", "run", "-i", veth.host,
                                    "--output", f"unix:{path}"], stderr=subprocess.PIPE)
-        assert b"capturing on" in engine.stderr.readline()
+        while b"capturing on" not in (line := engine.stderr.readline()):   # after warnings
+            assert line, "the engine ended before capturing"
         got: list = []
         collector = threading.Thread(target=_collect, args=(path, got), daemon=True)
         collector.start()
