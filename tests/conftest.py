@@ -49,3 +49,14 @@ def backend(request):
     if request.param == "native":
         return _load_native()
     return importlib.import_module("pt_engine._reference")
+
+
+@pytest.fixture(params=["native", "reference"])
+def backend_env(request, monkeypatch):
+    """Each backend in turn for `pt-engine` run in this process or its children:
+    PT_ENGINE_PUREPYTHON set for the reference, unset for the native core."""
+    if request.param == "reference":
+        monkeypatch.setenv("PT_ENGINE_PUREPYTHON", "1")
+    else:
+        monkeypatch.delenv("PT_ENGINE_PUREPYTHON", raising=False)
+    return request.param

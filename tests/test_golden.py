@@ -14,15 +14,6 @@ def test_fixtures_are_there():
         assert (CORPUS / expected.name[:-len(".expected.json")]).exists(), expected
 
 
-@pytest.fixture(params=["native", "reference"])
-def backend_env(request, monkeypatch):
-    if request.param == "reference":
-        monkeypatch.setenv("PT_ENGINE_PUREPYTHON", "1")
-    else:
-        monkeypatch.delenv("PT_ENGINE_PUREPYTHON", raising=False)
-    return request.param
-
-
 @pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
 def test_capture_matches_expected(capture, backend_env, tmp_path, capsys):
     expected = json.loads((capture.parent / (capture.name + ".expected.json")).read_text())

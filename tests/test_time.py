@@ -14,15 +14,6 @@ SECOND = 1_000_000_000
 END_OF_TIME = (1 << 64) - 1
 
 
-@pytest.fixture(params=["native", "reference"])
-def backend(request, monkeypatch):
-    if request.param == "reference":
-        monkeypatch.setenv("PT_ENGINE_PUREPYTHON", "1")
-    else:
-        monkeypatch.delenv("PT_ENGINE_PUREPYTHON", raising=False)
-    return request.param
-
-
 def frame(port: int) -> bytes:
     return eth() + ipv4("192.0.2.1", "192.0.2.2", 17, udp(port, 53, b"q"))
 
@@ -34,7 +25,7 @@ def windows(records):
 
 @pytest.mark.parametrize("nano", [False, True], ids=["usec", "nsec"])
 @pytest.mark.parametrize("big_endian", [False, True], ids=["le", "be"])
-def test_pcap_seconds_after_2038_are_unsigned(tmp_path, backend, nano, big_endian):
+def test_pcap_seconds_after_2038_are_unsigned(tmp_path, backend_env, nano, big_endian):
     times = [(2**31 - 1) * SECOND, 2**31 * SECOND, (2**31 + 5) * SECOND, (2**32 - 1) * SECOND]
     path = tmp_path / "y2038.pcap"
     path.write_bytes(pcap_file([(t, frame(1000 + i), None) for i, t in enumerate(times)], 1,
@@ -45,7 +36,7 @@ def test_pcap_seconds_after_2038_are_unsigned(tmp_path, backend, nano, big_endia
     assert records[-1]["totals"]["packets"] == 4 and records[-1]["late_packets"] == 0
 
 
-def test_pcap_nanosecond_field_beyond_a_second(tmp_path, backend):
+def test_pcap_nanosecond_field_beyond_a_second(tmp_path, backend_env):
     """A fraction field >= 1e9 (fuzzed files have them) carries into the seconds."""
     path = tmp_path / "bigfrac.pcap"
     data = bytearray(pcap_file([(5 * SECOND, frame(1000), None)], 1, nano=True))
@@ -57,7 +48,7 @@ def test_pcap_nanosecond_field_beyond_a_second(tmp_path, backend):
 
 
 @pytest.mark.parametrize("interval", ["1", "0.3"])
-def test_pcapng_end_of_time_is_counted_and_ends(tmp_path, backend, interval):
+def test_pcapng_end_of_time_is_counted_and_ends(tmp_path, backend_env, interval):
     """2^64 - 1 ns used to spin the window loop for ever: run as a subprocess with a
     time limit, so that a regression fails instead of hanging the suite."""
     times = [1_700_000_000 * SECOND, END_OF_TIME - 1, END_OF_TIME]
