@@ -81,8 +81,8 @@ class Alerts:
         out: list[dict] = []
         if self._next_ns is not None and start > self._next_ns:
             quiet = (start - self._next_ns) // self.interval_ns
-            for rule, states in zip(self.rules, self._states):
-                out += self._quiet(rule, states, self._next_ns, quiet)
+            for i in range(len(self.rules)):
+                out += self._quiet(i, self._next_ns, quiet)
         for i, rule in enumerate(self.rules):
             out += self._window(rule, self._states[i], self._rates(i, record["ports"]), start)
         self._next_ns = start + self.interval_ns
@@ -151,13 +151,15 @@ class Alerts:
             return None
         return self._resolve(rule, key, state, rate, start)
 
-    def _quiet(self, rule: AlertRule, states: dict, first_ns: int, windows: int) -> list[dict]:
-        """`windows` windows without packets from first_ns on: every rate is zero."""
+    def _quiet(self, i: int, first_ns: int, windows: int) -> list[dict]:
+        """`windows` windows without packets from first_ns on: every rate of rule i
+        is zero."""
+        rule, states = self.rules[i], self._states[i]
         if rule.below:
             # Zero is past a '<' limit: the first for_windows windows of the gap
             # decide; after them nothing changes while it lasts.
             out = []
-            zeros = self._rates(self.rules.index(rule), [])
+            zeros = self._rates(i, [])
             for k in range(min(windows, rule.for_windows)):
                 out += self._window(rule, states, zeros, first_ns + k * self.interval_ns)
             return out

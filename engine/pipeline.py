@@ -380,6 +380,7 @@ class _Pipeline:
         if self._stopping and time.monotonic() - self._stop_asked > STOP_GRACE_S:
             # A capture process deep in libpcap (a pathological file) cannot run
             # its SIGTERM handler: what it holds is lost, the run still ends.
+            self._stop_asked = float("inf")      # once: a killed one is not yet reaped
             for worker in self.workers:
                 if worker.process.is_alive():
                     log(f"capture process {worker.source} did not stop within "
@@ -542,7 +543,6 @@ class RunPipeline(_Pipeline):
     def _open_spares(self) -> None:
         """Open, while still root, the handles restarted capture processes will need:
         after the drop no process of the run can open one (nor keeps the right to)."""
-        opts = self.opts
         self._spares = {}
         for worker in self.workers:
             spec = worker.start[2][0]

@@ -305,9 +305,8 @@ class UnixSocketSink:
         """Give subscribers up to `linger` seconds to take what is queued, then close.
 
         A subscriber still behind then gets the rest of the record it is in the
-        middle of (up to `linger` more seconds), so that it never sees half a
-        record (it has FINISH_S to take it), and is closed with a log line saying
-        how many it missed.
+        middle of (up to FINISH_S more seconds), so that it never sees half a
+        record, and is closed with a log line saying how many it missed.
         """
         deadline = time.monotonic() + linger
         while any(s.buffer for s in self._subs) and time.monotonic() < deadline:

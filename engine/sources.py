@@ -383,6 +383,8 @@ def offload_warning(device: str) -> str | None:
     return (f"{', '.join(f.upper() for f in found)} enabled: packet counts are of merged "
             f"super-packets and bytes per packet may exceed the MTU; for packet-exact counts "
             f"run: ethtool -K {device} {' '.join(f'{f} off' for f in found)}")
+
+
 NETNS_DIR = "/var/run/netns"    # where `ip netns add NAME` puts its namespaces
 _CLONE_NEWNET = 0x40000000
 
@@ -392,7 +394,6 @@ class InterfaceSpec:
     """An interface as -i names it: IFACE, NETNS/IFACE (a name from `ip netns`) or
     pid:PID/IFACE (the network namespace of a process, e.g. a container's)."""
 
-    text: str           # as given: the label in the stream
     device: str
     netns: str | None   # the namespace's name (NETNS or pid:PID), None for this one
     netns_path: str | None
@@ -402,7 +403,7 @@ class InterfaceSpec:
         """Raises ConfigError for a namespace that does not exist."""
         where, sep, device = text.rpartition("/")
         if not sep:
-            return cls(text, text, None, None)
+            return cls(text, None, None)
         if not device or not where:
             raise ConfigError(f"-i {text!r}: write IFACE, NETNS/IFACE or pid:PID/IFACE")
         if where.startswith("pid:"):
@@ -415,9 +416,9 @@ class InterfaceSpec:
             path = os.path.join(NETNS_DIR, where)
             missing = (f"-i {text!r}: no network namespace {where!r} "
                        f"(`ip netns list` shows those there are)")
-        if "/" in where[4 if where.startswith("pid:") else 0:] or not os.path.exists(path):
+        if "/" in where or not os.path.exists(path):    # a name, not a path
             raise ConfigError(missing)
-        return cls(text, device, where, path)
+        return cls(device, where, path)
 
 
 def enter_netns(path: str) -> None:
