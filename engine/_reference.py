@@ -389,3 +389,22 @@ def reduce_records(records, start: int, stop: int, win_end_ns: int, counters, cl
                 counters[row, columns[1]] += wire_len
         i += 1
     return i
+
+
+def window_cut(records, start: int, stop: int, win_start_ns: int,
+               win_end_ns: int) -> tuple[int, int]:
+    """(cut, late): the first index in ``records[start:stop]`` whose ``ts_ns`` is at
+    or past ``win_end_ns`` (``stop`` if none; a window ending at ``UINT64_MAX``
+    takes everything), and how many records before it are older than
+    ``win_start_ns``. Raises ValueError for a range outside ``records``."""
+    if not 0 <= start <= stop <= len(records):
+        raise ValueError(f"range [{start}, {stop}) outside {len(records)} records")
+    cut = start
+    late = 0
+    while cut < stop:
+        ts = int(records[cut]["ts_ns"])
+        if ts >= win_end_ns and win_end_ns != UINT64_MAX:
+            break
+        late += ts < win_start_ns
+        cut += 1
+    return cut, late

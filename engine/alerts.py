@@ -1,6 +1,6 @@
 """Threshold alerts: rules (pt_engine.config.AlertRule) checked on every window record.
 
-An ``Alerts`` object is a pipeline observer: it sees the stream's records and
+An ``Alerts`` object is an observer (pt_engine.observers): it sees the stream's records and
 returns ``alert`` and ``resolved`` records to write after them
 (docs/stream-format.md). It reads only the stream: the ``hello`` for the
 window length, and the port rows of each ``window``.
@@ -29,14 +29,19 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
+from . import stream
 from .config import AlertRule, si
-from .sinks import log
+from .log import log
+from .observers import Observer
+from .stream import COL
 
-# Port row columns [proto, port, in_packets, in_bytes, out_packets, out_bytes]
-# summed for (metric, direction).
-_COLUMNS = {("packets_per_s", "in"): (2,), ("bytes_per_s", "in"): (3,),
-            ("packets_per_s", "out"): (4,), ("bytes_per_s", "out"): (5,),
-            ("packets_per_s", "both"): (2, 4), ("bytes_per_s", "both"): (3, 5)}
+# Port-row columns summed for (metric, direction).
+_COLUMNS = {("packets_per_s", "in"): COL.of("in_packets"),
+            ("bytes_per_s", "in"): COL.of("in_bytes"),
+            ("packets_per_s", "out"): COL.of("out_packets"),
+            ("bytes_per_s", "out"): COL.of("out_bytes"),
+            ("packets_per_s", "both"): COL.of("in_packets", "out_packets"),
+            ("bytes_per_s", "both"): COL.of("in_bytes", "out_bytes")}
 _UNITS = {"bytes_per_s": "bytes/s", "packets_per_s": "packets/s"}
 
 
@@ -52,13 +57,15 @@ class _State:
     peak: float = 0.0
 
 
-class Alerts:
-    """Checks `rules` on each window; an observer for pt_engine.pipeline.
+class Alerts(Observer):
+    """Checks `rules` on each window; an observer (pt_engine.observers).
 
     `on_alert` is a shell command given each alert and resolved record as JSON
     on stdin (see Hooks), killed after `timeout` seconds, at most `max_hooks`
     at once. Call ``close`` when the stream has ended.
     """
+
+    name = "alerts"
 
     def __init__(self, rules: tuple[AlertRule, ...] = (), on_alert: str | None = None,
                  timeout: float = 10.0, max_hooks: int = 4):
@@ -68,6 +75,14 @@ class Alerts:
         self._next_ns: int | None = None      # start of the window expected next
         self._states: list[dict[tuple, _State]] = [{} for _ in self.rules]
         self._ranges = [rule.port_range for rule in self.rules]
+
+    @classmethod
+    def create(cls, options) -> Alerts | None:
+        """The alerts of a run's options (rules from --alert or the config file);
+        None without rules."""
+        if not options.alerts:
+            return None
+        return cls(options.alerts, options.on_alert, options.alert_timeout, options.alert_hooks)
 
     def observe(self, record: dict) -> list[dict]:
         """The alert and resolved records a stream record causes (records before the
@@ -103,9 +118,10 @@ class Alerts:
         counts: dict[tuple, int] = {}
         if rule.below and rule.scope == "port":     # a port without a row is at zero
             counts = {(rule.proto, port): 0 for port in range(lo, hi + 1)}
+        proto_col, port_col = COL.proto, COL.port
         for row in rows:
-            if (rule.proto == "*" or row[0] == rule.proto) and lo <= row[1] <= hi:
-                counts[row[0], row[1]] = sum(row[c] for c in columns)
+            if (rule.proto == "*" or row[proto_col] == rule.proto) and lo <= row[port_col] <= hi:
+                counts[row[proto_col], row[port_col]] = sum(row[c] for c in columns)
         if rule.scope == "sum":
             counts = {(rule.proto, rule.ports): sum(counts.values())}
         return {key: n * 1_000_000_000 / self.interval_ns for key, n in counts.items()}
@@ -140,8 +156,8 @@ class Alerts:
             if state.over < rule.for_windows:
                 return None
             state.active, state.fired_ns, state.peak, state.under = True, start, rate, 0
-            return {**self._fields("alert", rule, key, rate, start),
-                    "since_ns": state.since_ns, "windows_over": state.over}
+            return stream.alert(*self._fields(rule, key, rate, start),
+                                since_ns=state.since_ns, windows_over=state.over)
         state.peak = min(state.peak, rate) if rule.below else max(state.peak, rate)
         if not rule.cleared(rate):
             state.under = 0
@@ -179,17 +195,14 @@ class Alerts:
     def _resolve(self, rule: AlertRule, key: tuple, state: _State, rate: float,
                  start: int) -> dict:
         state.active, state.over = False, 0
-        return {**self._fields("resolved", rule, key, rate, start),
-                ("clear_above" if rule.below else "clear_below"): rule.clear_level,
-                "since_ns": state.since_ns,
-                "fired_ns": state.fired_ns, "duration_ns": start - state.fired_ns,
-                "peak": state.peak}
+        return stream.resolved(*self._fields(rule, key, rate, start),
+                               clear_level=rule.clear_level, since_ns=state.since_ns,
+                               fired_ns=state.fired_ns, peak=state.peak)
 
-    def _fields(self, kind: str, rule: AlertRule, key: tuple, rate: float, start: int) -> dict:
-        return {"type": kind, "rule": rule.name, "scope": rule.scope, "proto": key[0],
-                "port": key[1], "direction": rule.direction, "metric": rule.metric,
-                "op": rule.op, "value": rate, "limit": rule.limit, "window_start_ns": start,
-                "window_end_ns": start + self.interval_ns}
+    def _fields(self, rule: AlertRule, key: tuple, rate: float, start: int) -> tuple:
+        """The leading fields of an alert or resolved record (pt_engine.stream)."""
+        return (rule.name, rule.scope, key[0], key[1], rule.direction, rule.metric, rule.op,
+                rate, rule.limit, start, start + self.interval_ns)
 
     def _report(self, alert: dict) -> None:
         unit = _UNITS[alert["metric"]]

@@ -140,67 +140,6 @@ def _interval_ns(value: str | float) -> int:
     return round(seconds * 1_000_000_000)
 
 
-@dataclass(frozen=True)
-class Output:
-    """Where and how the stream goes: kind is 'stdout', 'file' or 'unix', or
-    'rotating' (`pt-engine record`: appended, rotated past max_bytes, keeping
-    `keep` old files)."""
-
-    kind: str
-    path: str | None
-    format: str = "msgpack"
-    max_bytes: int = 0
-    keep: int = 0
-
-    @classmethod
-    def parse(cls, dest: str | None, fmt: str) -> Output:
-        """'-' or None = stdout, 'unix:/path' = UNIX socket, else a file path."""
-        if fmt not in ("msgpack", "json"):
-            raise ConfigError(f"--format {fmt!r}: choose msgpack or json")
-        if dest in (None, "", "-"):
-            return cls("stdout", None, fmt)
-        if dest.startswith("unix:"):
-            path = dest[5:]
-            if not path:
-                raise ConfigError("--output unix: needs a socket path, as in unix:/run/pt.sock")
-            return cls("unix", path, fmt)
-        return cls("file", dest, fmt)
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """Everything `pt-engine read` needs."""
-
-    files: tuple[str, ...]
-    interval_ns: int = 1_000_000_000
-    bpf: str | None = None
-    ports: PortSpec | None = None
-    output: Output = Output("stdout", None)
-    slot_records: int = 32768
-    slots: int = 8
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything `pt-engine run` needs."""
-
-    interfaces: tuple[str, ...]
-    workers: int = 1
-    interval_ns: int = 1_000_000_000
-    bpf: str | None = None
-    ports: PortSpec | None = None
-    output: Output = Output("stdout", None)
-    snaplen: int = 256
-    buffer_bytes: int = 0
-    duration: float | None = None
-    user: str | None = None
-    socket_mode: int = 0o600
-    socket_group: str | None = None
-    subscriber_buffer: int = 16 << 20
-    slot_records: int = 32768
-    slots: int = 8
-
-
 def parse_socket_mode(text: str) -> int:
     """Octal permission bits such as '0660'; raises ConfigError."""
     try:
@@ -285,18 +224,6 @@ def _alert_hooks(value) -> int:
     if not 1 <= _integer(value) <= 64:
         raise _Bad(f"{value}: choose 1 to 64")
     return value
-
-
-def check_option(key: str, value):
-    """Check a command-line option with the config file's check for the same key
-    ('subscriber_buffer', 'user', ...); returns the value.
-
-    Raises ConfigError naming the flag (``--subscriber-buffer``).
-    """
-    try:
-        return _SETTINGS[key](value)
-    except _Bad as bad:
-        raise ConfigError(f"--{key.replace('_', '-')} {bad}") from None
 
 
 # --- alert rules ---------------------------------------------------------------------
@@ -505,7 +432,7 @@ def parse_alerts(texts) -> tuple[AlertRule, ...]:
 
 def _interfaces(value) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
+    if not isinstance(items, (list, tuple)) or not items:
         raise _Bad(f"{value!r} is not an interface name or a list of them")
     return tuple(_text(item) for item in items)
 
@@ -551,55 +478,100 @@ def _group(value) -> str:
     return value
 
 
-# Config key -> check; the checked value is in command-line form (see ConfigFile).
-_SETTINGS = {
-    "interfaces": _interfaces, "workers": _workers, "filter": _text, "ports": _ports_text,
-    "interval": _interval, "snaplen": _snaplen, "buffer": _buffer,
-    "subscriber_buffer": _subscriber_buffer, "output": _output_dest,
-    "format": _choice("msgpack", "json"), "socket_mode": _socket_mode_text,
-    "socket_group": _group, "user": _user, "on_alert": _text,
-    "alert_timeout": _alert_timeout, "alert_hooks": _alert_hooks,
-}
-CONFIG_KEYS = (*_SETTINGS, "alert")
+def _names(value) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise _Bad(f"{value!r} is not a name or a list of names")
+    return tuple(_text(item) for item in items)
+
+
+def _outputs(value) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise _Bad(f"{value!r} is not a destination or a list of them")
+    return [_output_dest(item) for item in items]
+
+
+def _duration(value) -> float:
+    if not 0 < _number(value) <= MAX_SECONDS:
+        raise _Bad(f"{value:g}: choose more than 0 and at most {MAX_SECONDS} seconds (a year)")
+    return value
+
+
+def _wait(value) -> float:
+    if not 0 <= _number(value) <= MAX_SECONDS:
+        raise _Bad(f"{value:g}: choose 0 to {MAX_SECONDS} seconds")
+    return value
+
+
+def _max_size(value) -> float:
+    if not 0 < _number(value) <= 1 << 20:
+        raise _Bad(f"{value}: choose more than 0 and up to 1048576 MiB")
+    return value
+
+
+def _keep(value) -> int:
+    if not 0 <= _integer(value) <= 1000:
+        raise _Bad(f"{value}: choose 0 to 1000")
+    return value
+
+
+# The checks of the option table (pt_engine.options): each takes a value in
+# command-line form, or as the config file writes it, and returns it in
+# command-line form; raises _Bad.
+check_interfaces, check_workers, check_snaplen, check_buffer = (
+    _interfaces, _workers, _snaplen, _buffer)
+check_duration, check_user, check_interval, check_text = _duration, _user, _interval, _text
+check_ports, check_names, check_outputs = _ports_text, _names, _outputs
+check_format = _choice("msgpack", "json")
+check_mib, check_socket_mode, check_group = _subscriber_buffer, _socket_mode_text, _group
+check_wait, check_max_size, check_keep = _wait, _max_size, _keep
+check_alert_timeout, check_alert_hooks = _alert_timeout, _alert_hooks
+
+
+def interval_ns(value) -> int:
+    """A checked --interval (seconds, text or number) in whole nanoseconds."""
+    return _interval_ns(value)
+
+
+def socket_mode(text: str) -> int:
+    """A checked --socket-mode (octal text) as permission bits."""
+    return _socket_mode(text)
 
 
 @dataclass(frozen=True)
 class ConfigFile:
-    """The settings of a config file, checked; None = not set there.
-
-    Values are in command-line form (``interval`` in seconds, ``ports`` and
-    ``socket_mode`` as text, ``buffer`` in MiB), so that they can stand in for
-    the command line's defaults (``defaults``).
-    """
+    """The settings of a config file, checked: option key -> value in command-line
+    form (``interval`` in seconds, ``ports`` and ``socket_mode`` as text,
+    ``buffer`` in MiB), so that they can stand in for the command line's
+    defaults (``defaults``); ``alerts`` holds the [[alert]] rules."""
 
     path: str
-    interfaces: tuple[str, ...] | None = None
-    workers: int | None = None
-    filter: str | None = None
-    ports: str | None = None
-    interval: float | str | None = None
-    snaplen: int | None = None
-    buffer: float | None = None
-    subscriber_buffer: float | None = None
-    output: str | None = None
-    format: str | None = None
-    socket_mode: str | None = None
-    socket_group: str | None = None
-    user: str | None = None
-    on_alert: str | None = None
-    alert_timeout: float | None = None
-    alert_hooks: int | None = None
-    alerts: tuple[AlertRule, ...] | None = None
+    values: dict = field(default_factory=dict)
+
+    def get(self, key: str):
+        """A setting, or None if the file does not make it."""
+        return self.values.get(key)
+
+    @property
+    def alerts(self) -> tuple[AlertRule, ...] | None:
+        """The [[alert]] rules, or None if the file has none."""
+        return self.values.get("alerts")
 
     def defaults(self) -> dict:
-        """The settings made, keyed by command-line destination (``filter`` -> ``bpf``).
+        """The settings made, keyed by argparse destination (``filter`` -> ``bpf``).
 
         List values (interfaces, alerts) are tuples: a repeatable option given
         on the command line replaces them rather than adding to them.
         """
-        dest = {"filter": "bpf"}
-        return {dest.get(f.name, f.name): getattr(self, f.name) for f in fields(self)
-                if f.name != "path" and getattr(self, f.name) is not None}
+        from .options import BY_KEY
+        out = {}
+        for key, value in self.values.items():
+            if key == "alerts":
+                out["alerts"] = value
+            else:
+                out[BY_KEY[key].attr] = tuple(value) if isinstance(value, list) else value
+        return out
 
 
 def config_path(explicit: str | None) -> str | None:
@@ -680,18 +652,20 @@ def load_config(path: str) -> ConfigFile:
         place = f"{path} line {line}" if line else path
         return ConfigError(f"{place}: {label.replace('.[', '[')}: {problem}")
 
+    from .options import CONFIG_OPTS
     values: dict = {}
     for key, value in data.items():
         if key == "alert":
             values["alerts"] = _alert_tables(value, fail)
-        elif key in _SETTINGS:
+        elif key in CONFIG_OPTS:
             try:
-                values[key] = _SETTINGS[key](value)
+                values[key] = CONFIG_OPTS[key].check(value)
             except _Bad as bad:
                 raise fail((key,), str(bad)) from None
         else:
-            raise fail((key,), f"unknown key; the keys are {', '.join(sorted(CONFIG_KEYS))}")
-    return ConfigFile(path, **values)
+            keys = sorted((*CONFIG_OPTS, "alert"))
+            raise fail((key,), f"unknown key; the keys are {', '.join(keys)}")
+    return ConfigFile(path, values)
 
 
 def _alert_tables(value, fail) -> tuple[AlertRule, ...]:

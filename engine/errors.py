@@ -58,3 +58,7 @@ class StreamError(EngineError):
 class TruncatedStream(StreamError):
     """A stream ends in the middle of a record (a connection closed mid-record,
     a recording cut off or still being written)."""
+
+
+class PluginError(EngineError):
+    """A plugin (or a built-in stage named by the user) cannot be found or loaded."""

@@ -1,11 +1,17 @@
-"""Wiring: capture processes -> shared-memory rings -> aggregator -> sink.
+"""Wiring: capture processes -> shared-memory rings -> aggregator -> observers -> sinks.
 
 The calling process is the aggregator. It forks one capture process per
 source (a file, or an interface; N per interface joined by PACKET_FANOUT),
 each with its own Ring; every capture process opens its source and answers
 READY (or fails the run before any output), then hands over batches of
-records. The aggregator merges them in time order (pt_engine.aggregate) and
-writes the stream.
+records. The aggregator merges them in time order and cuts windows
+(pt_engine.aggregate), the analysers fill them (pt_engine.analysers), the
+observers add records (pt_engine.observers), and every record goes to each
+output (pt_engine.sinks).
+
+An output whose failure policy is "stop" (stdout, a file, a recording) that
+fails stops the run as a signal would, except that the error is reported:
+the summary still goes to the other outputs.
 
 Stopping: SIGINT/SIGTERM (or --duration) ask the capture processes to hand
 over what they hold and finish; the partial window and the summary are
@@ -14,6 +20,7 @@ on stderr and in the stream, and live ones are restarted (bounded).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import multiprocessing
 import os
@@ -24,21 +31,22 @@ from dataclasses import dataclass
 
 from typing import TYPE_CHECKING
 
-from . import errors, records, stream
-from .config import ReadOptions
+from . import backend, errors, records, stream
 from .errors import EngineError
-from .sinks import log, open_sink
+from .log import log
 from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, InterfaceSpec, LiveSource, enter_netns,
-                      netns_entered, offload_warning, open_file, spare_handle,
-                      use_reference_backend)
+                      netns_entered, offload_warning, open_file, spare_handle)
 from .transport import Consumer, Done, Producer, Ring
 
 if TYPE_CHECKING:
-    from .aggregate import Feed
+    from .aggregate import CaptureFeed
+    from .sinks import Outputs
 
 FLUSH_MS = 50          # a live capture process hands over a partial slot this often
 RESTARTS = 3           # a live capture process that dies is restarted at most this often
 STOP_GRACE_S = 2.0     # a capture process asked to stop is killed after this long
+RING_SLOTS = 8         # shared-memory slots per capture process...
+SLOT_RECORDS = 32768   # ...of this many records each
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -223,7 +231,7 @@ class _Worker:
     consumer: Consumer
     source: int              # index into the hello's sources
     start: tuple             # (group, target, args) to restart it
-    feed: Feed | None = None     # once the aggregator consumes it
+    feed: CaptureFeed | None = None     # once the aggregator consumes it
     restarts: int = 0
     reported: bool = False
     handle: object = None    # the spare handle it was started from (--user restarts)
@@ -234,11 +242,9 @@ class _Pipeline:
 
     live = False
 
-    def __init__(self, opts, observers=()):
+    def __init__(self, opts):
         self.opts = opts
-        # Callables record -> list of records, run on every record before it is
-        # written; what they return is written after it (alerts, for one).
-        self.observers = list(observers)
+        self.observers: list = []
         self.interrupted = False      # a signal stopped the run
         self._stopping = False        # the capture processes were asked to stop
         self._stop_asked = 0.0        # when (time.monotonic())
@@ -247,7 +253,7 @@ class _Pipeline:
         self._ctx = multiprocessing.get_context("fork")
         self._rings: list[Ring] = []
         self._deadline: float | None = None
-        self._sink = None
+        self._outputs: Outputs | None = None
         self._fatal: EngineError | None = None
 
     # --- subclasses -----------------------------------------------------------
@@ -258,7 +264,7 @@ class _Pipeline:
         """(group, target function, args without ring and conn) per capture process."""
         raise NotImplementedError
 
-    def _before_stream(self, sink) -> None:
+    def _before_stream(self, outputs: Outputs) -> None:
         """Hook run after READY and the hello, before counting starts."""
 
     # --- the run ----------------------------------------------------------------
@@ -266,9 +272,11 @@ class _Pipeline:
         """Capture until the sources end or a signal; write the stream.
 
         A source that cannot be opened fails the run before any output. A
-        source that fails later raises its EngineError after the summary is
-        written, so nothing already counted is lost.
+        source that fails later, or an output that fails, raises its
+        EngineError after the summary is written, so nothing already counted
+        is lost.
         """
+        from . import observers
         opts = self.opts
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         failures: list[Done] = []
@@ -277,59 +285,77 @@ class _Pipeline:
             # read while this process imports the aggregator's modules.
             for source_id, (group, target, args) in enumerate(self._targets()):
                 self._spawn(source_id, group, target, args)
-            from .aggregate import Aggregator
-            encode = stream.encoder(opts.output.format)
-            self.aggregator = Aggregator(opts.interval_ns, opts.ports, emit=lambda r: None,
-                                         groups=self._groups(), live=self.live)
+            self.aggregator = self._aggregator()
+            self.observers = observers.create(opts.observers, opts)
             for worker in self.workers:
                 self._attach(worker)
             self.sources = [self._await_ready(w) for w in self.workers]
             self.aggregator.source_info = {i: {"source": i, "name": s["name"],
                                                "worker": s.get("worker", 0)}
                                            for i, s in enumerate(self.sources)}
-            sink = self._sink = open_sink(opts.output, lambda: encode(self.aggregator.snapshot()),
-                                          getattr(opts, "socket_mode", 0o600),
-                                          getattr(opts, "socket_group", None),
-                                          getattr(opts, "subscriber_buffer", 16 << 20),
-                                          getattr(opts, "user", None))
+            outputs = self._outputs = self._open_outputs()
             try:
-                def emit(record: dict) -> None:
-                    sink.write(encode(record), record["type"])
-                    for observe in self.observers:
-                        for extra in observe(record):
-                            sink.write(encode(extra), extra["type"])
-
-                self.aggregator.emit = emit
-                self.aggregator.emit(stream.hello(
-                    self.sources, opts.interval_ns, opts.bpf,
-                    opts.ports.text if opts.ports else None,
-                    "reference" if use_reference_backend() else "native"))
-                self._before_stream(sink)
+                self.aggregator.emit = self._emit
+                self._emit(stream.hello(self.sources, opts.interval_ns, opts.bpf,
+                                        opts.ports.text if opts.ports else None,
+                                        backend.name()))
+                self._before_stream(outputs)
                 if getattr(opts, "duration", None):
                     self._deadline = time.monotonic() + opts.duration
                 self.aggregator.run(idle=self._idle)
                 failures = [d for d in map(self._explain, self.workers) if d.kind == "error"]
-                summary = self.aggregator.snapshot("summary")
-                summary["interrupted"] = self.interrupted
-                summary["sources"] = [dict(self.sources[w.source],
-                                           **_done_fields(w.feed.done, self.interrupted))
-                                      for w in self.workers]
-                self.aggregator.emit(summary)
+                self._emit(self.aggregator.snapshot(
+                    "summary", interrupted=self.interrupted,
+                    sources=[dict(self.sources[w.source],
+                                  **_done_fields(w.feed.done, self.interrupted))
+                             for w in self.workers],
+                    outputs=outputs.report()))
             finally:
-                sink.close()
+                outputs.close()
+                for observer in self.observers:
+                    observer.close()
         finally:
             self._stop_workers()
             for s, handler in previous.items():
                 signal.signal(s, handler)
             for ring in self._rings:
                 ring.close()
-        if self._fatal is not None:
-            raise self._fatal
+        fatal = self._fatal or outputs.fatal
+        if fatal is not None:
+            raise fatal
         if failures and not self.live:
             raise _rebuild(failures[0])
 
+    def _aggregator(self):
+        from . import analysers
+        from .aggregate import Aggregator
+        ctx = analysers.AnalyserContext(tuple(self._groups()), self.opts.interval_ns,
+                                        self.opts.ports, self.live)
+        return Aggregator(self.opts.interval_ns, analysers.create(self.opts.analysers, ctx),
+                          emit=lambda record: None, live=self.live)
+
+    def _open_outputs(self) -> Outputs:
+        from .sinks import SinkContext, open_outputs
+        opts = self.opts
+        ctx = SinkContext(live=self.live, snapshot=self.aggregator.snapshot,
+                          socket_mode=getattr(opts, "socket_mode", 0o600),
+                          socket_group=getattr(opts, "socket_group", None),
+                          subscriber_buffer=getattr(opts, "subscriber_buffer", 16 << 20),
+                          user=getattr(opts, "user", None), queue_bytes=opts.output_buffer)
+        return open_outputs(opts.outputs, ctx)
+
+    def _emit(self, record: dict) -> None:
+        """Write a record to every output, then what the observers add to it."""
+        outputs = self._outputs
+        outputs.write(record)
+        for observer in self.observers:
+            for extra in observer.observe(record):
+                outputs.write(extra)
+        if outputs.fatal is not None and not self._stopping:
+            self._ask_workers_to_stop(signal.SIGTERM)    # counted so far: into the summary
+
     def _spawn(self, source_id: int, group: int, target, args, handle=None) -> _Worker:
-        ring = Ring(self.opts.slots, self.opts.slot_records)
+        ring = Ring(RING_SLOTS, SLOT_RECORDS)
         self._rings.append(ring)
         here, there = self._ctx.Pipe(duplex=True)
         inherited = [here] + [w.consumer.conn for w in self.workers]
@@ -372,8 +398,10 @@ class _Pipeline:
         return msg
 
     def _idle(self) -> None:
-        if self._sink is not None:
-            self._sink.poll()
+        if self._outputs is not None:
+            self._outputs.poll()
+            if self._outputs.fatal is not None and not self._stopping:
+                self._ask_workers_to_stop(signal.SIGTERM)
         if self._deadline is not None and time.monotonic() >= self._deadline:
             self._deadline = None
             self._ask_workers_to_stop(signal.SIGTERM)
@@ -403,8 +431,7 @@ class _Pipeline:
             # kernel would go on giving it a share of the traffic.
             worker.handle.close()
         log(done.message)
-        self.aggregator.emit({"type": "event", "kind": "capture_failed",
-                              "source": worker.feed.source, "message": done.message})
+        self.aggregator.emit(stream.capture_failed(worker.feed.source, done.message))
         if worker.restarts >= RESTARTS:
             self._give_up(f"{done.message}; not restarted again after {RESTARTS} restarts")
             return
@@ -425,8 +452,8 @@ class _Pipeline:
             return
         log(f"capture process {worker.feed.source} restarted "
             f"({replacement.restarts} of {RESTARTS})")
-        self.aggregator.emit({"type": "event", "kind": "capture_restarted",
-                              "source": worker.feed.source, "restarts": replacement.restarts})
+        self.aggregator.emit(stream.capture_restarted(worker.feed.source,
+                                                      replacement.restarts))
 
     def _take_spare(self, source: int):
         """The handle a restarted capture process of `source` starts from: None
@@ -485,10 +512,6 @@ class _Pipeline:
 class ReadPipeline(_Pipeline):
     """`pt-engine read`: capture files -> stream, one capture process per file."""
 
-    def __init__(self, opts: ReadOptions, subscriber_wait: float | None = None, observers=()):
-        super().__init__(opts, observers)
-        self.subscriber_wait = subscriber_wait
-
     def _groups(self) -> list[str]:
         return ["all"]
 
@@ -496,21 +519,31 @@ class ReadPipeline(_Pipeline):
         return [(0, _file_capture_main, (_openable(path), path, iface, self.opts.bpf))
                 for iface, path in enumerate(self.opts.files)]
 
-    def _before_stream(self, sink) -> None:
-        if self.opts.output.kind != "unix":
-            return
-        log(f"waiting for a subscriber on {self.opts.output.path}")
-        if not sink.wait_for_subscriber(self.subscriber_wait, lambda: self.interrupted):
-            if self.interrupted:
-                raise KeyboardInterrupt      # Ctrl-C or SIGTERM before anyone listened
-            raise errors.SinkError(f"no subscriber connected to {self.opts.output.path} "
-                                   f"within {self.subscriber_wait} s")
+    def _before_stream(self, outputs: Outputs) -> None:
+        """A socket output waits for its first subscriber: a file read takes
+        less time than a subscriber needs to connect."""
+        wait = getattr(self.opts, "subscriber_wait", None)
+        for sink in outputs.sinks:
+            if not hasattr(sink, "wait_for_subscriber"):
+                continue
+            log(f"waiting for a subscriber on {sink.dest.target}")
+            if not sink.wait_for_subscriber(wait, lambda: self.interrupted):
+                if self.interrupted:
+                    raise KeyboardInterrupt      # Ctrl-C or SIGTERM before anyone listened
+                raise errors.SinkError(f"no subscriber connected to {sink.dest.target} "
+                                       f"within {wait} s")
 
 
 class RunPipeline(_Pipeline):
     """`pt-engine run`: live interfaces -> stream, N capture processes per interface."""
 
     live = True
+
+    def __init__(self, opts):
+        if not opts.interfaces:
+            from .sources import default_interface
+            opts = dataclasses.replace(opts, interfaces=(default_interface(),))
+        super().__init__(opts)
 
     def _groups(self) -> list[str]:
         return list(self.opts.interfaces)
@@ -528,7 +561,7 @@ class RunPipeline(_Pipeline):
                 targets.append((iface, _live_capture_main, (spec,)))
         return targets
 
-    def _before_stream(self, sink) -> None:
+    def _before_stream(self, outputs: Outputs) -> None:
         names = ", ".join(f"{d} ({self.opts.workers} capture process"
                           f"{'es' if self.opts.workers > 1 else ''})" for d in self.opts.interfaces)
         log(f"capturing on {names}; Ctrl-C to stop")
@@ -536,7 +569,9 @@ class RunPipeline(_Pipeline):
             # Whatever the run needs from disk is loaded before the files may
             # become unreadable (numpy imports parts of itself lazily).
             import numpy.ma  # noqa: F401
-            stream.encoder(self.opts.output.format)(self.aggregator.snapshot())
+            snapshot = self.aggregator.snapshot()
+            for sink in outputs.sinks:
+                sink.encode(snapshot)
             self._open_spares()
             drop_privileges(self.opts.user)
 

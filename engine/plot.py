@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 
 from .errors import ConfigError, EngineError, SinkError, StreamError, TruncatedStream
 from .config import finite_number, whole_number
-from .sinks import log
+from .log import log
+from .stream import COL, PORT_ROW, row_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -227,7 +228,7 @@ class _Files:
                 try:
                     start, end, rows = int(record["start_ns"]), int(record["end_ns"]), \
                         record["ports"]
-                    if not all(isinstance(r, list) and len(r) == 6 for r in rows):
+                    if not all(isinstance(r, list) and len(r) == len(PORT_ROW) for r in rows):
                         raise TypeError
                 except (KeyError, TypeError, ValueError):
                     raise StreamError(f"{path}: record {n} is not a window of this format "
@@ -256,13 +257,15 @@ class _Totals:
         self.lo = start if self.lo is None else min(self.lo, start)
         self.hi = end if self.hi is None else max(self.hi, end)
         ports = self.ports
+        in_bytes, out_bytes = COL.of("in_bytes", "out_bytes")
         for row in rows:
-            acc = ports.get((row[0], row[1]))
+            key = row_key(row)
+            acc = ports.get(key)
             if acc is None:
-                ports[(row[0], row[1])] = [row[3], row[5]]
+                ports[key] = [row[in_bytes], row[out_bytes]]
             else:
-                acc[0] += row[3]
-                acc[1] += row[5]
+                acc[0] += row[in_bytes]
+                acc[1] += row[out_bytes]
 
 
 def load(paths: list[str], top: int = 8, since_ns: int | None = None,
@@ -328,6 +331,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
 
     # Last pass: the series of the busiest ports.
     index = {key: i for i, key in enumerate(busiest)}
+    in_bytes, out_bytes = COL.of("in_bytes", "out_bytes")
     series = np.zeros((len(busiest), 2, nbins))
     if busiest:
         for _, start, _end, rows in files.windows():
@@ -335,10 +339,10 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
                 continue
             b = min((start - edge0) // bin_ns, nbins - 1)
             for row in rows:
-                i = index.get((row[0], row[1]))
+                i = index.get(row_key(row))
                 if i is not None:
-                    series[i, 0, b] += row[3]
-                    series[i, 1, b] += row[5]
+                    series[i, 0, b] += row[in_bytes]
+                    series[i, 1, b] += row[out_bytes]
     seconds = np.where(covered > 0, covered / 1e9, np.nan)
     ports = [PortSeries(key[0], key[1], counts[key][0], counts[key][1],
                         series[i, 0] / seconds, series[i, 1] / seconds)

@@ -1,18 +1,24 @@
-"""The wire format of pt-engine's output stream (docs/stream-format.md).
+"""The stream format's one owner (docs/stream-format.md): every record is built here.
 
 A stream is a sequence of self-describing records (maps with a "type"):
 ``hello`` first, then one ``window`` per interval with traffic, then a final
 ``summary``; a UNIX-socket subscriber that joins late gets a ``snapshot``
 (same shape as ``summary``) right after its ``hello``. Between windows may
-come ``alert`` / ``resolved`` records (pt_engine.alerts) and ``event`` records
-(a capture process failed or restarted). Encoded as
-concatenated msgpack maps, or as JSON lines with ``--format json``. Every
-record is encoded to bytes whole before anything is written.
+come ``alert`` / ``resolved`` records (observers such as pt_engine.alerts)
+and ``event`` records (a capture process failed or restarted).
+
+The builders below fix each record's keys and their order (the golden
+outputs are compared byte for byte, and msgpack keeps key order). Analysers
+contribute their own fields to ``window`` and ``summary`` records
+(pt_engine.analysers); the builders place them. Port rows are lists, read by
+column name through ``COL`` (``row[COL.in_bytes]``), never by bare position.
+
+Encoders (``encoder``) turn a record into bytes: concatenated msgpack maps,
+or JSON lines; sinks (pt_engine.sinks) call them.
 """
 from __future__ import annotations
 
 import json
-
 import msgpack
 
 from . import __version__
@@ -20,7 +26,37 @@ from . import __version__
 FORMAT_NAME = "pt-engine-stream"
 FORMAT_VERSION = 1
 FORMATS = ("msgpack", "json")
+RECORD_TYPES = ("hello", "snapshot", "window", "alert", "resolved", "event", "summary")
 
+PORT_ROW = ("proto", "port", "in_packets", "in_bytes", "out_packets", "out_bytes")
+
+
+class _Columns:
+    """Index of each port-row column by name: ``COL.in_bytes`` is 3."""
+
+    __slots__ = PORT_ROW
+
+    def __init__(self):
+        for i, name in enumerate(PORT_ROW):
+            object.__setattr__(self, name, i)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("port-row columns are fixed by the stream format")
+
+    def of(self, *names: str) -> tuple[int, ...]:
+        """The indices of several columns: ``COL.of('in_bytes', 'out_bytes')``."""
+        return tuple(getattr(self, name) for name in names)
+
+
+COL = _Columns()
+
+
+def row_key(row: list) -> tuple[str, int]:
+    """(proto, port) of a port row."""
+    return row[COL.proto], row[COL.port]
+
+
+# --- records ---------------------------------------------------------------------------
 
 def hello(sources: list[dict], interval_ns: int, bpf: str | None, ports: str | None,
           backend: str) -> dict:
@@ -35,9 +71,81 @@ def hello(sources: list[dict], interval_ns: int, bpf: str | None, ports: str | N
         "filter": bpf,
         "ports_selected": ports,
         "sources": sources,
-        "port_row": ["proto", "port", "in_packets", "in_bytes", "out_packets", "out_bytes"],
+        "port_row": list(PORT_ROW),
     }
 
+
+def window(start_ns: int, end_ns: int, analysed: dict, late_packets: int,
+           sources: list[dict] | None = None) -> dict:
+    """One interval: the analysers' fields (`analysed`), then the windowing's own;
+    `sources` (live runs) are the capture processes' counters."""
+    record = {"type": "window", "start_ns": start_ns, "end_ns": end_ns, **analysed,
+              "late_packets": late_packets}
+    if sources is not None:
+        record["sources"] = sources
+    return record
+
+
+def summary(kind: str, start_ns: int | None, end_ns: int | None, windows: int,
+            late_packets: int, analysed: dict, interrupted: bool | None = None,
+            sources: list[dict] | None = None, outputs: list[dict] | None = None) -> dict:
+    """The cumulative counters: `kind` "summary" (last record; with `interrupted`
+    and `sources`, and `outputs` when an output dropped records or failed) or
+    "snapshot" (for a subscriber that joins a running engine)."""
+    if kind not in ("summary", "snapshot"):
+        raise ValueError(f"a summary-shaped record is 'summary' or 'snapshot', not {kind!r}")
+    record = {"type": kind, "start_ns": start_ns, "end_ns": end_ns, "windows": windows,
+              "late_packets": late_packets, **analysed}
+    if interrupted is not None:
+        record["interrupted"] = interrupted
+    if sources is not None:
+        record["sources"] = sources
+    if outputs:
+        record["outputs"] = outputs
+    return record
+
+
+def capture_failed(source: int, message: str) -> dict:
+    """Event: a capture process failed (`source` indexes the hello's sources)."""
+    return {"type": "event", "kind": "capture_failed", "source": source, "message": message}
+
+
+def capture_restarted(source: int, restarts: int) -> dict:
+    """Event: the replacement of a failed capture process is capturing."""
+    return {"type": "event", "kind": "capture_restarted", "source": source,
+            "restarts": restarts}
+
+
+def alert(rule: str, scope: str, proto: str, port: int | str, direction: str, metric: str,
+          op: str, value: float, limit: float, window_start_ns: int, window_end_ns: int,
+          since_ns: int, windows_over: int) -> dict:
+    """A threshold rule fired (pt_engine.alerts)."""
+    return {**_alert_fields("alert", rule, scope, proto, port, direction, metric, op, value,
+                            limit, window_start_ns, window_end_ns),
+            "since_ns": since_ns, "windows_over": windows_over}
+
+
+def resolved(rule: str, scope: str, proto: str, port: int | str, direction: str, metric: str,
+             op: str, value: float, limit: float, window_start_ns: int, window_end_ns: int,
+             clear_level: float, since_ns: int, fired_ns: int, peak: float) -> dict:
+    """A rule's alert ended: the rate is back past `clear_level` (below it for
+    op '>', above it for '<')."""
+    return {**_alert_fields("resolved", rule, scope, proto, port, direction, metric, op, value,
+                            limit, window_start_ns, window_end_ns),
+            ("clear_above" if op == "<" else "clear_below"): clear_level,
+            "since_ns": since_ns, "fired_ns": fired_ns,
+            "duration_ns": window_start_ns - fired_ns, "peak": peak}
+
+
+def _alert_fields(kind, rule, scope, proto, port, direction, metric, op, value, limit,
+                  window_start_ns, window_end_ns) -> dict:
+    return {"type": kind, "rule": rule, "scope": scope, "proto": proto, "port": port,
+            "direction": direction, "metric": metric, "op": op, "value": value,
+            "limit": limit, "window_start_ns": window_start_ns,
+            "window_end_ns": window_end_ns}
+
+
+# --- encoding --------------------------------------------------------------------------
 
 def encoder(fmt: str):
     """A function record -> bytes for 'msgpack' or 'json' (one line per record)."""

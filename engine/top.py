@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import ConfigError, EngineError
+from .stream import COL
 
 SORTS = ("rate", "total", "port")
 PROTOS = (None, "tcp", "udp", "sctp", "udplite", "dccp")
@@ -52,6 +53,15 @@ class NicRates:
     drops: int
 
 
+_COLUMNS = COL.of("proto", "port", "in_packets", "in_bytes", "out_packets", "out_bytes")
+
+
+def _named(rows: list) -> list[tuple]:
+    """Port rows as (proto, port, in_packets, in_bytes, out_packets, out_bytes), read
+    by column name."""
+    return [tuple(row[c] for c in _COLUMNS) for row in rows]
+
+
 @dataclass
 class TopModel:
     """Everything the screen shows, built from stream records only."""
@@ -76,7 +86,7 @@ class TopModel:
             self.interval_s = record["interval_ns"] / 1e9
             self.sources = record.get("sources", [])
         elif kind == "snapshot":
-            for proto, port, ip, ib, op, ob in record["ports"]:
+            for proto, port, ip, ib, op, ob in _named(record["ports"]):
                 self._row(proto, port, "in").total_bytes += ib
                 self._row(proto, port, "in").total_packets += ip
                 self._row(proto, port, "out").total_bytes += ob
@@ -108,7 +118,7 @@ class TopModel:
         seconds = (record["end_ns"] - record["start_ns"]) / 1e9 or self.interval_s
         for row in self.rows.values():
             row.bytes_per_s = row.packets_per_s = 0.0
-        for proto, port, ip, ib, op, ob in record["ports"]:
+        for proto, port, ip, ib, op, ob in _named(record["ports"]):
             for direction, packets, nbytes in (("in", ip, ib), ("out", op, ob)):
                 if not packets:
                     continue
@@ -271,7 +281,7 @@ def table_lines(model: TopModel, rows: list[Row], owners: Owners | None,
 
 # --- where records come from -------------------------------------------------------
 
-class Feed:
+class EngineFeed:
     """Stream records from a running engine (or one top starts), read in a thread."""
 
     def __init__(self, dest: str | None, run_args: list[str]):
@@ -338,7 +348,7 @@ def _interfaces(model: TopModel) -> list[str]:
     return list(dict.fromkeys(s["name"] for s in model.sources if s.get("kind") == "live"))
 
 
-def run_plain(feed: Feed, rows: int, out=None) -> None:
+def run_plain(feed: EngineFeed, rows: int, out=None) -> None:
     """Not a terminal: one plain-text table per window, no escape codes."""
     out = out or sys.stdout
     model, owners, nics = TopModel(), Owners(), Nics()
@@ -366,7 +376,7 @@ class _View:
     paused: bool = False
 
 
-def run_curses(feed: Feed) -> None:
+def run_curses(feed: EngineFeed) -> None:
     """A terminal: the live table; keys sort, filter, pause, quit. Restores the
     terminal on q, Ctrl-C, or any error."""
     import curses
@@ -472,7 +482,7 @@ def main(args, run_args: list[str]) -> int:
         raise ConfigError("--connect reads a running engine: capture options do not apply")
     if args.connect is not None and not args.connect.startswith("unix:"):
         raise ConfigError(f"--connect {args.connect!r}: give a socket as unix:/path")
-    feed = Feed(args.connect, run_args)
+    feed = EngineFeed(args.connect, run_args)
     try:
         if sys.stdout.isatty() and not args.plain:
             run_curses(feed)

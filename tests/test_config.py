@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import netns
-from pt_engine import cli, stream
+from pt_engine import cli, options, stream
+from pt_engine.alerts import Alerts
 from pt_engine.config import (AlertRule, _key_lines, config_path, load_config, parse_alert,
                            parse_alerts)
 from pt_engine.errors import ConfigError
@@ -91,23 +92,23 @@ def test_every_key_is_applied(tmp_path):
     assert second == AlertRule(name="*:*:both:packets_per_s>500", ports="*", proto="*",
                                direction="both", metric="packets_per_s", limit=500.0)
     args = parsed(tmp_path / "config.toml", "run")
-    opts = cli._capture_options(args, cli._output(args))
+    opts = options.build("run", args, outputs=cli._destinations(args))
     assert opts.interfaces == ("pt-a0", "pt-b0")
     assert (opts.workers, opts.snaplen, opts.buffer_bytes) == (3, 128, 8 << 20)
     assert (opts.bpf, opts.ports.text, opts.interval_ns) == ("udp", "22,5000-5010", S // 2)
     assert opts.ports.mask[22] and opts.ports.mask[5010] and not opts.ports.mask[80]
-    assert (opts.output.kind, opts.output.path, opts.output.format) == (
-        "unix", "/tmp/pt-config-test.sock", "json")
+    assert [(o.scheme, o.target, o.format) for o in opts.outputs] == [
+        ("unix", "/tmp/pt-config-test.sock", "json")]
     assert opts.user == "root"
     assert (args.socket_mode, args.socket_group, args.subscriber_buffer) == ("0660", "root", 2.5)
-    alerts = cli._alerts(args)
+    alerts = Alerts.create(opts)
     assert alerts.rules == config.alerts
     assert (alerts.hooks.command, alerts.hooks.timeout, alerts.hooks.limit) == (
         "logger -t pt-engine", 3.5, 2)
     # read takes the keys that apply to it
     args = parsed(tmp_path / "config.toml", "read", "x.pcap")
     assert (args.interval, args.bpf, args.ports, args.output, args.format) == (
-        0.5, "udp", "22,5000-5010", "unix:/tmp/pt-config-test.sock", "json")
+        0.5, "udp", "22,5000-5010", ("unix:/tmp/pt-config-test.sock",), "json")
 
 
 def test_command_line_overrides_the_file(tmp_path):
@@ -117,7 +118,7 @@ def test_command_line_overrides_the_file(tmp_path):
                   "--on-alert", "true", "--alert-timeout", "1", "--alert-hooks", "4")
     assert args.interfaces == ["eth9"]
     assert (args.workers, args.interval, args.format, args.snaplen) == (1, "2", "msgpack", 128)
-    alerts = cli._alerts(args)
+    alerts = Alerts.create(options.build("run", args, outputs=()))
     assert [r.name for r in alerts.rules] == ["udp:53:in:packets_per_s>5"]
     assert (alerts.hooks.command, alerts.hooks.timeout, alerts.hooks.limit) == ("true", 1, 4)
     args = parsed(path, "run", "-i", "eth8", "-i", "eth9")

@@ -101,8 +101,10 @@ def test_sigkill_of_the_main_process_leaves_nothing(huge, seed):
     rng = random.Random(seed)
     before = _shm()
     reader = subprocess.Popen(["sleep", "30"], stdin=subprocess.PIPE)   # never reads
+    # A small output queue: the aggregator soon waits on stdout, and so the
+    # capture processes on their rings.
     proc = _engine("read", str(huge), str(huge), "--format", "json", "--interval", "0.001",
-                   stdout=reader.stdin, stderr=subprocess.DEVNULL)
+                   "--output-buffer", "0.05", stdout=reader.stdin, stderr=subprocess.DEVNULL)
     kids = _wait_children(proc, 2)
     time.sleep(rng.uniform(0.2, 1.5))
     assert _gone(kids, 0) == kids, "still reading when the main process is killed"

@@ -14,7 +14,7 @@ import pytest
 
 import netns
 from pt_engine import _reference, stream
-from pt_engine.aggregate import class_totals, port_rows, stream_order
+from pt_engine.analysers.ports import class_totals, port_rows, stream_order
 from pt_engine.records import RECORD_DTYPE
 from frames import (ETH_ARP, ETH_IPV6, ETH_VLAN, arp, eth, icmp, ipv4, ipv6, sctp, tcp, udp,
                     vlan)

@@ -23,7 +23,7 @@ import pytest
 from pt_engine import client, plot, stream
 from pt_engine.cli import main
 from pt_engine.errors import StreamError, TruncatedStream
-from pt_engine.sinks import RotatingFileSink
+from pt_engine.sinks.recording import RotatingFile as RotatingFileSink
 from frames import DLT_EN10MB, IPPROTO_TCP, IPPROTO_UDP, eth, ipv4, pcap_file, tcp, udp
 from streams import CORPUS, read_stream
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pt_engine import sinks
+from pt_engine.sinks.unix import SubscriberSocket
 from pt_engine.errors import SinkError
 from streams import CORPUS, run_cli
 
@@ -41,7 +41,7 @@ def test_symlink_swapped_in_before_chmod_is_not_followed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "chmod", swap_then(real_chmod))
     monkeypatch.setattr(os, "chown", swap_then(real_chown))
-    sink = sinks.UnixSocketSink(str(path), mode=0o666, group=_a_group())
+    sink = SubscriberSocket(str(path), mode=0o666, group=_a_group())
     try:
         assert stat.S_IMODE(victim.stat().st_mode) == 0o600
         assert victim.stat().st_gid == os.getgid()
@@ -64,9 +64,9 @@ def test_refuses_a_directory_others_can_write_without_sticky_bit(tmp_path):
     open_dir.mkdir()
     open_dir.chmod(0o777)
     with pytest.raises(SinkError, match="writable by other users and has no sticky bit"):
-        sinks.UnixSocketSink(str(open_dir / "s.sock"))
+        SubscriberSocket(str(open_dir / "s.sock"))
     open_dir.chmod(0o1777)           # as /tmp: allowed
-    sinks.UnixSocketSink(str(open_dir / "s.sock")).close()
+    SubscriberSocket(str(open_dir / "s.sock")).close()
 
 
 @pytest.mark.parametrize("what", ["regular file", "FIFO", "directory", "symbolic link"])
@@ -95,7 +95,7 @@ def test_stale_socket_is_replaced(tmp_path):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(str(path))
     s.close()                          # bound, never listening: what a dead engine leaves
-    sink = sinks.UnixSocketSink(str(path))
+    sink = SubscriberSocket(str(path))
     assert stat.S_ISSOCK(os.lstat(path).st_mode)
     sink.close()
     assert not path.exists()
@@ -145,7 +145,7 @@ def test_user_that_cannot_reach_the_directory_is_refused(tmp_path):
 
 
 def test_a_disconnect_storm_is_a_few_log_lines(tmp_path, capsys):
-    sink = sinks.UnixSocketSink(str(tmp_path / "s.sock"))
+    sink = SubscriberSocket(str(tmp_path / "s.sock"))
     sink.write(b"\x80", "hello")
     for _ in range(200):
         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -164,7 +164,7 @@ def test_clean_shutdown_never_cuts_a_record(tmp_path, capsys):
     records at the end: it gets whole records only, and a log line."""
     import msgpack
     path = tmp_path / "s.sock"
-    sink = sinks.UnixSocketSink(str(path), max_buffer=64 << 20)
+    sink = SubscriberSocket(str(path), max_buffer=64 << 20)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     client.connect(str(path))

@@ -1,8 +1,11 @@
-"""Where encoded stream records go: stdout, a file, a UNIX socket with subscribers,
-or a size-rotated recording (`pt-engine record`).
+"""`--output unix:PATH`: a UNIX socket that any number of subscribers read.
 
-Sinks take whole encoded records (bytes). stdout carries data only; log
-lines go to stderr through ``log``.
+``SubscriberSocket`` moves encoded records: every subscriber gets the hello,
+a snapshot of the counters so far, then each record; one that falls more
+than ``max_buffer`` bytes behind is disconnected with a log line, so a slow
+reader never slows the engine. Nothing here blocks: the socket and its
+connections are non-blocking, serviced on each write and poll.
+``UnixSocketSink`` is the sink around it.
 """
 from __future__ import annotations
 
@@ -12,59 +15,14 @@ import pwd
 import shutil
 import socket
 import stat
-import sys
 import tempfile
 import time
 from collections import deque
 from typing import Callable
 
-import msgpack
-
-from .config import Output
-from .errors import ReaderGone, SinkError
-from .stream import FORMAT_NAME
-
-
-def log(message: str) -> None:
-    """One line on stderr, prefixed with the program name."""
-    print(f"pt-engine: {message}", file=sys.stderr, flush=True)
-
-
-class StreamSink:
-    """Writes records to a binary file object (stdout or a file)."""
-
-    def __init__(self, fh, name: str, owns: bool):
-        self._fh = fh
-        self.name = name
-        self._owns = owns
-        self._failed = False
-
-    def write(self, data: bytes, kind: str) -> None:
-        """Write one encoded record; raises ReaderGone if the reader closed the pipe,
-        SinkError if it cannot be written (a full disk)."""
-        try:
-            self._fh.write(data)
-            self._fh.flush()
-        except BrokenPipeError:
-            self._failed = True
-            raise ReaderGone(f"{self.name} was closed by its reader") from None
-        except OSError as err:
-            self._failed = True
-            raise SinkError(f"cannot write to {self.name}: {err.strerror}") from err
-
-    def poll(self) -> None:
-        """Nothing to service."""
-
-    def close(self) -> None:
-        """Close the file if this sink opened it; raises SinkError if what was
-        still buffered cannot be written (unless a write already failed)."""
-        if not self._owns:
-            return
-        try:
-            self._fh.close()
-        except OSError as err:
-            if not self._failed:   # else: the write already said so; the file is closed
-                raise SinkError(f"cannot write to {self.name}: {err.strerror}") from err
+from ..errors import SinkError
+from ..log import LogLimit, log
+from . import Destination, Sink, SinkContext
 
 
 class _Subscriber:
@@ -89,32 +47,7 @@ class _Subscriber:
             self.head_sent -= self.ends.popleft()
 
 
-class _LogLimit:
-    """At most `burst` lines per `period` seconds; the rest are counted and the
-    count is logged with the next line let through (or by flush())."""
-
-    def __init__(self, burst: int = 5, period: float = 10.0):
-        self.burst, self.period = burst, period
-        self._start, self._lines, self.suppressed = 0.0, 0, 0
-
-    def __call__(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._start >= self.period:
-            self.flush()
-            self._start, self._lines = now, 0
-        if self._lines < self.burst:
-            self._lines += 1
-            log(message)
-        else:
-            self.suppressed += 1
-
-    def flush(self) -> None:
-        if self.suppressed:
-            log(f"... and {self.suppressed} more such lines")
-            self.suppressed = 0
-
-
-class UnixSocketSink:
+class SubscriberSocket:
     """A listening UNIX socket; every subscriber gets hello, a snapshot, then each record.
 
     A subscriber whose unsent bytes exceed `max_buffer` is disconnected with a
@@ -132,7 +65,7 @@ class UnixSocketSink:
         self._snapshot = snapshot
         self._hello = b""
         self._subs: list[_Subscriber] = []
-        self._log_drop = _LogLimit()      # a connect/disconnect storm is not 1000 lines
+        self._log_drop = LogLimit()      # a connect/disconnect storm is not 1000 lines
         self._sock = self._listen(path, mode, group, owner)
 
     def _listen(self, path: str, mode: int, group: str | None,
@@ -331,119 +264,35 @@ class UnixSocketSink:
             log(f"cannot remove socket {self.path}: {err.strerror}")
 
 
-class RotatingFileSink:
-    """A recording: msgpack records appended to PATH, rotated by size.
+class UnixSocketSink(Sink):
+    """The sink of `--output unix:PATH`. Subscribers come and go; the socket
+    itself does not fail once it listens, so the run goes on whatever they do."""
 
-    An existing PATH is appended to, after a check that it is a pt-engine
-    msgpack stream; a partial record at its end (a recorder killed in the
-    middle of a write) is cut off with a log line, so the new records follow
-    whole ones. When a record would take PATH past `max_bytes`, PATH becomes
-    PATH.1 (PATH.1 becomes PATH.2, ... PATH.keep is the oldest, and what was
-    PATH.keep goes) and a new PATH starts with a copy of the last hello, so
-    that every file reads on its own. A record is never split between files:
-    one larger than `max_bytes` gets a file to itself. Raises SinkError when
-    PATH cannot be opened, is not a recording, or cannot be written or rotated.
-    """
+    on_failure = "continue"
 
-    def __init__(self, path: str, max_bytes: int, keep: int):
-        self.name = path
-        self.path = path
-        self.max_bytes = max_bytes
-        self.keep = keep
-        self.rotations = 0
-        self._hello = b""
-        self._check_existing()
-        self._fh, self._size = self._open()
+    def __init__(self, dest: Destination, ctx: SinkContext):
+        super().__init__(dest, ctx)
+        snapshot = None
+        if ctx.snapshot is not None:
+            snapshot = lambda: self.encode(ctx.snapshot())     # noqa: E731
+        self.socket = SubscriberSocket(dest.target, ctx.socket_mode, ctx.socket_group,
+                                       ctx.subscriber_buffer, snapshot, ctx.user)
+        self.name = self.socket.name
 
-    def _check_existing(self) -> None:
-        """Refuse to append to what is not a recording; cut a partial last record."""
-        try:
-            fh = open(self.path, "rb")
-        except FileNotFoundError:
-            return
-        except OSError as err:
-            raise SinkError(f"{self.path}: {err.strerror}") from err
-        with fh:
-            unpacker = msgpack.Unpacker(fh, raw=False)
-            records, end = 0, 0
-            try:
-                first = unpacker.unpack()
-                records, end = 1, unpacker.tell()
-                while True:
-                    unpacker.skip()
-                    records, end = records + 1, unpacker.tell()
-            except msgpack.OutOfData:
-                pass
-            except (msgpack.UnpackException, ValueError):
-                raise SinkError(f"{self.path} is not a pt-engine msgpack recording (corrupt "
-                                f"after {records} records); not appending to it") from None
-            size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            return
-        if (records == 0 or not isinstance(first, dict) or first.get("type") != "hello"
-                or first.get("format") != FORMAT_NAME):
-            raise SinkError(f"{self.path} is not a pt-engine msgpack recording (it does not "
-                            f"begin with a hello record); not appending to it")
-        if end < size:
-            log(f"{self.path} ended in the middle of a record (an interrupted recording?); "
-                f"cutting the {size - end} bytes after its {records} whole records")
-            try:
-                os.truncate(self.path, end)
-            except OSError as err:
-                raise SinkError(f"cannot cut {self.path}: {err.strerror}") from err
-
-    def _open(self):
-        try:
-            fh = open(self.path, "ab", buffering=0)
-        except OSError as err:
-            raise SinkError(f"{self.path}: {err.strerror}") from err
-        return fh, os.fstat(fh.fileno()).st_size
-
-    def _rotate(self) -> None:
-        self._fh.close()
-        try:
-            if self.keep == 0:
-                os.unlink(self.path)
-            else:
-                for i in range(self.keep - 1, 0, -1):
-                    if os.path.exists(f"{self.path}.{i}"):
-                        os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
-                os.replace(self.path, f"{self.path}.1")
-        except OSError as err:
-            raise SinkError(f"cannot rotate {self.path}: {err.strerror}") from err
-        self._fh, self._size = self._open()
-        self.rotations += 1
-
-    def _append(self, data: bytes) -> None:
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[self._fh.write(view):]
-        except OSError as err:
-            # A full disk: take back the part of the record that reached the file.
-            try:
-                os.ftruncate(self._fh.fileno(), self._size)
-            except OSError:
-                pass
-            raise SinkError(f"cannot write to {self.path}: {err.strerror}") from err
-        self._size += len(data)
-
-    def write(self, data: bytes, kind: str) -> None:
-        """Append one encoded record, rotating first if it would not fit; raises SinkError."""
-        if kind == "hello":
-            self._hello = data
-        if self._size and self._size + len(data) > self.max_bytes:
-            self._rotate()
-            if kind != "hello" and self._hello:
-                self._append(self._hello)
-        self._append(data)
+    def write(self, record: dict) -> None:
+        self.socket.write(self.encode(record), record["type"])
+        self.written += 1
 
     def poll(self) -> None:
-        """Nothing to service."""
+        self.socket.poll()
+
+    def wait_for_subscriber(self, timeout: float | None,
+                            stop: Callable[[], bool] = lambda: False) -> bool:
+        """Block until a subscriber is connected (see SubscriberSocket)."""
+        return self.socket.wait_for_subscriber(timeout, stop)
 
     def close(self) -> None:
-        """Close the current file."""
-        self._fh.close()
+        self.socket.close()
 
 
 def _kind(mode: int) -> str:
@@ -504,26 +353,3 @@ def _ancestors(directory: str) -> list[str]:
         if parent == d:
             return parts
         d = parent
-
-
-def open_sink(output: Output, snapshot: Callable[[], bytes] | None = None,
-              socket_mode: int = 0o600, socket_group: str | None = None,
-              max_buffer: int = 16 << 20, owner: str | None = None):
-    """The sink for an Output; raises SinkError if it cannot be opened. `owner`
-    is the user the run drops to (--user), who must be able to remove a socket."""
-    if output.kind == "stdout":
-        return StreamSink(sys.stdout.buffer, "stdout", owns=False)
-    if output.kind == "file":
-        try:
-            fh = open(output.path, "wb")
-        except OSError as err:
-            raise SinkError(f"--output {output.path}: {err.strerror}") from err
-        return StreamSink(fh, output.path, owns=True)
-    if output.kind == "unix":
-        return UnixSocketSink(output.path, socket_mode, socket_group, max_buffer, snapshot,
-                              owner)
-    if output.kind == "rotating":
-        return RotatingFileSink(output.path, output.max_bytes, output.keep)
-    raise SinkError(f"unknown output kind {output.kind!r}")
-
-
