@@ -12,7 +12,7 @@ import sys
 
 from . import __version__, options
 from .config import config_path, load_config
-from .errors import ConfigError, EngineError, ReaderGone
+from .errors import EngineError, ReaderGone
 
 _DESCRIPTIONS = {
     "read": ("count capture files (pcap / pcapng)",

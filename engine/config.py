@@ -14,8 +14,7 @@ import os
 import stat
 import pwd
 import tomllib
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -120,12 +119,6 @@ def _port(word: str, spec: str) -> int:
     return int(word)
 
 
-def parse_interval(text: str | float) -> int:
-    """Seconds (e.g. '1', '0.5') -> whole nanoseconds; raises ConfigError."""
-    try:
-        return _interval_ns(text)
-    except _Bad as bad:
-        raise ConfigError(f"--interval {bad}") from None
 
 
 def _interval_ns(value: str | float) -> int:
@@ -140,12 +133,6 @@ def _interval_ns(value: str | float) -> int:
     return round(seconds * 1_000_000_000)
 
 
-def parse_socket_mode(text: str) -> int:
-    """Octal permission bits such as '0660'; raises ConfigError."""
-    try:
-        return _socket_mode(text)
-    except _Bad as bad:
-        raise ConfigError(f"--socket-mode {bad}") from None
 
 
 def _socket_mode(text: str) -> int:

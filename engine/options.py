@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import config
-from .config import (ALERT_SYNTAX, MAX_SECONDS, PortSpec, _Bad, finite_number,
-                     parse_alerts, whole_number)
+from .config import (ALERT_SYNTAX, PortSpec, _Bad, finite_number, parse_alerts,
+                     whole_number)
 from .errors import ConfigError
 
 COMMANDS = ("read", "run", "top", "record")
@@ -95,7 +95,7 @@ OPTIONS: tuple[Opt, ...] = (
         ("top", "record"), metavar="unix:PATH", toml=False),
     Opt("read_files", ("-r", "--read"), "count this capture file (as `pt-engine read`) "
         "instead of capturing live; repeat for several", ("record",), metavar="PCAP",
-        repeat=True, toml=False, convert=_names),
+        repeat=True, toml=False, convert=lambda v: tuple(v or ())),
     Opt("interfaces", ("-i", "--interface"), "interface to capture (repeat for several; "
         "default: the first interface that is up, as tcpdump picks); NETNS/IFACE or "
         "pid:PID/IFACE captures in another network namespace", _LIVE, metavar="IFACE",

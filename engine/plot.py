@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, EngineError, SinkError, StreamError, TruncatedStream
-from .config import finite_number, whole_number
+from .config import whole_number
 from .log import log
 from .stream import COL, PORT_ROW, row_key
 

@@ -31,3 +31,22 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
 def counters(record: dict) -> dict:
     """The parts of a summary that .expected.json files hold."""
     return {"totals": record["totals"], "classes": record["classes"], "ports": record["ports"]}
+
+
+def subscribe(sock: Path, proc, after: float = 0.0) -> bytes:
+    """Everything an engine (`proc`, started with --output unix:SOCK) sends a
+    subscriber that connects `after` seconds after the socket appears."""
+    import socket
+    import time
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    time.sleep(after)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(sock))
+    data = bytearray()
+    while chunk := client.recv(1 << 16):
+        data.extend(chunk)
+    client.close()
+    return bytes(data)

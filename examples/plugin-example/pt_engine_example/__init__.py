@@ -1,0 +1,1 @@
+"""An example pt-engine plugin package: a CSV sink and an analyser."""

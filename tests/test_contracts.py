@@ -1,0 +1,401 @@
+"""Every built-in analyser, observer and sink through the same contract test, and
+the failure policies of sinks in a real run (a sink that fails, one that blocks).
+
+Sources have theirs in test_source_contract.py.
+"""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import sys
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+
+import stages
+from pt_engine import analysers, options, plugins, sinks, stream
+from pt_engine.aggregate import Aggregator
+from pt_engine.analysers import AnalyserContext
+from pt_engine.cli import main
+from pt_engine.config import parse_alerts
+from pt_engine.sinks import Destination, SinkContext, parse_destination
+from streams import CORPUS, read_stream, subscribe
+
+MANY = CORPUS / "ppp_many-protocols.pcap"
+
+
+def builtin(kind: str) -> list[str]:
+    return [name for name, p in plugins.available(kind).items() if p.builtin]
+
+
+def no_floats(value) -> bool:
+    if isinstance(value, float):
+        return False
+    if isinstance(value, dict):
+        return all(no_floats(v) for v in value.values())
+    if isinstance(value, list):
+        return all(no_floats(v) for v in value)
+    return True
+
+
+# --- analysers ---------------------------------------------------------------------------
+
+def _windows(records: np.ndarray, interval: int = 10**9) -> list[tuple[int, np.ndarray]]:
+    starts = records["ts_ns"] - records["ts_ns"] % np.uint64(interval)
+    return [(int(s), records[starts == s]) for s in np.unique(starts)]
+
+
+def _analyse(name: str, windows, slices, groups=("all",)) -> tuple[list[dict], dict]:
+    """Run analyser `name` over `windows`, each handed over as `slices(n)` slices."""
+    ctx = AnalyserContext(groups, 10**9, None, False)
+    (analyser,) = [a for a in analysers.create((name,), ctx) if a.name == name]
+    out = []
+    for start, recs in windows:
+        for lo, hi in slices(len(recs)):
+            analyser.consume(recs, lo, hi, 0)
+        out.append(analyser.window(start, start + 10**9))
+    return out, analyser.summary()
+
+
+@pytest.mark.parametrize("name", builtin("analysers"))
+def test_analyser_merges_exactly_whatever_the_batches(name, backend_env):
+    """The same records in one slice per window, or in many small slices in a
+    shuffled order (as from several capture processes): the same fields, all
+    integers."""
+    windows = _windows(stages.synthetic_records(20_000))
+    rng = np.random.default_rng(7)
+
+    def one(n):
+        return [(0, n)]
+
+    def shuffled(n):
+        cuts = np.unique(np.concatenate([[0, n], rng.integers(0, n, 30)]))
+        parts = list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
+        rng.shuffle(parts)
+        return parts
+
+    whole, whole_summary = _analyse(name, windows, one)
+    parts, parts_summary = _analyse(name, windows, shuffled)
+    assert whole == parts and whole_summary == parts_summary
+    assert no_floats(whole) and no_floats(whole_summary)
+    cls = plugins.load("analysers", name)
+    for fields in whole:
+        assert set(fields) <= set(cls.fields)
+
+
+def test_analyser_fields_may_not_clash(monkeypatch):
+    class Clash(analysers.Analyser):
+        name = "clash"
+        fields = ("ports",)
+
+    monkeypatch.setitem(plugins.available("analysers"), "clash",
+                        plugins.Plugin("analysers", "clash", "x:y", "test", "0"))
+    monkeypatch.setattr(plugins.Plugin, "load", lambda self: Clash if self.name == "clash"
+                        else plugins.importlib.import_module("pt_engine.analysers.ports")
+                        .PortCounters)
+    with pytest.raises(plugins.PluginError, match="'ports', which analyser 'ports'"):
+        analysers.create(("clash",), AnalyserContext(("all",), 10**9, None, False))
+
+
+def test_windowing_counts_late_records_and_emits_only_windows_with_packets(backend_env):
+    """The aggregator's own part, with a fake feed of known records."""
+    records = stages.synthetic_records(5000)
+    emitted = []
+    ctx = AnalyserContext(("all",), 10**9, None, False)
+    agg = Aggregator(10**9, analysers.create((), ctx), emitted.append)
+
+    class FakeFeed:                          # one batch, then done
+        group, source, stats, done = 0, 0, {}, object()
+
+        def __init__(self):
+            self.pos = 0
+
+        def pump(self):
+            pass
+
+        @property
+        def finished(self):
+            return self.pos == len(records)
+
+        def frontier(self):
+            return int(records["ts_ns"][self.pos]) if self.pos < len(records) else 2**64 - 1
+
+        def has_records(self):
+            return self.pos < len(records)
+
+        def consume(self, cut, win_start, win_end, take):
+            stop, late = cut(records, self.pos, len(records), win_start, win_end)
+            if stop > self.pos:
+                take(records, self.pos, stop)
+            taken, self.pos = stop - self.pos, stop
+            return taken, late
+
+    agg.feeds.append(FakeFeed())
+    agg.run()
+    assert sum(w["totals"]["packets"] for w in emitted) == len(records)
+    ts = records["ts_ns"].astype(np.int64)
+    late = sum(int(np.sum(ts[(ts < w["end_ns"])] < w["start_ns"])) for w in emitted)
+    assert late > 0
+    assert sum(w["late_packets"] for w in emitted) == agg.late_packets
+    assert all(w["totals"]["packets"] for w in emitted)
+
+
+# --- observers ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", builtin("observers"))
+def test_observer_contract(name, tmp_path):
+    """Fed a real stream: what it returns are stream records of known types,
+    encodable; close() ends it."""
+    status, records, _ = read_stream(tmp_path, str(MANY), "--interval", "0.05")
+    assert status == 0
+    opts = options.options_class("read")(
+        files=(str(MANY),), alerts=parse_alerts(["*:*:both:packets_per_s>100"]))
+    observer = plugins.load("observers", name).create(opts)
+    assert observer is not None, f"{name}: the options configure it, yet it made none"
+    produced = []
+    for record in records:
+        out = observer.observe(record)
+        assert isinstance(out, list)
+        produced += out
+    observer.close()
+    assert produced, f"{name} produced nothing on a stream that should trigger it"
+    for record in produced:
+        assert record["type"] in stream.RECORD_TYPES
+        assert msgpack.unpackb(msgpack.packb(record), raw=False) == record
+
+
+# --- sinks -----------------------------------------------------------------------------
+
+def _stream_records(tmp_path) -> list[dict]:
+    status, records, _ = read_stream(tmp_path, str(MANY))
+    assert status == 0
+    return records
+
+
+class _Stdout:
+    def __init__(self):
+        self.buffer = io.BytesIO()
+
+
+def _open(scheme: str, tmp_path, monkeypatch, fmt: str = "msgpack"):
+    """A built-in sink of `scheme` and a function returning what it wrote."""
+    ctx = SinkContext(live=False)
+    if scheme == "stdout":
+        fake = _Stdout()
+        monkeypatch.setattr(sys, "stdout", fake)
+        sink = sinks.open_outputs([Destination("stdout", None, fmt, "-")], ctx).sinks[0]
+        return sink, fake.buffer.getvalue
+    if scheme == "file":
+        path = tmp_path / "out"
+        sink = sinks.open_outputs([Destination("file", str(path), fmt, str(path))], ctx).sinks[0]
+        return sink, path.read_bytes
+    if scheme == "recording":
+        path = tmp_path / "rec.msgpack"
+        dest = Destination("recording", str(path), "msgpack", "", max_bytes=1 << 30, keep=1)
+        return sinks.open_outputs([dest], ctx).sinks[0], path.read_bytes
+    if scheme == "unix":
+        path = tmp_path / "s.sock"
+        sink = sinks.open_outputs([Destination("unix", str(path), fmt, f"unix:{path}")],
+                                  ctx).sinks[0]
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(path))
+        sink.poll()
+        got = bytearray()
+
+        def read() -> bytes:
+            client.settimeout(5)
+            while chunk := client.recv(1 << 16):
+                got.extend(chunk)
+            return bytes(got)
+        return sink, read
+    raise AssertionError(f"no contract set-up for the built-in sink {scheme!r}: add one")
+
+
+@pytest.mark.parametrize("scheme", builtin("sinks"))
+def test_sink_contract(scheme, tmp_path, monkeypatch):
+    """Every record written comes out whole and in order, and nothing was dropped."""
+    records = _stream_records(tmp_path)
+    sink, written = _open(scheme, tmp_path, monkeypatch)
+    assert sink.on_failure in ("stop", "continue")
+    start = time.monotonic()
+    for record in records:
+        sink.write(record)
+    assert time.monotonic() - start < 5          # write() queues; it never waits here
+    reader = threading.Thread(target=lambda: results.append(written()))
+    results: list[bytes] = []
+    if scheme == "unix":
+        reader.start()
+    sink.close()
+    if scheme == "unix":
+        reader.join(10)
+    data = results[0] if results else written()
+    assert stream.decode(data) == records
+    assert (sink.failure, sink.dropped) == (None, 0)
+
+
+def test_a_failing_sink_counts_what_it_did_not_write(tmp_path):
+    sink = stages.FailingSink(Destination("failing", "x", "msgpack", "failing:x"),
+                              SinkContext(live=True))
+    for i in range(5):
+        sink.write({"type": "window", "n": i})
+        time.sleep(0.02)
+    sink.close()
+    assert len(sink.got) == 2 and sink.written == 2 and sink.dropped == 3
+    assert "failed on purpose" in str(sink.failure)
+
+
+def test_a_blocking_sink_never_blocks_a_live_run_and_counts_its_drops():
+    stages.BlockingSink.release.clear()
+    record = {"type": "window", "pad": "x" * 1000}
+    size = len(msgpack.packb(record))
+    ctx = SinkContext(live=True, queue_bytes=3 * size)
+    sink = stages.BlockingSink(Destination("blocking", "x", "msgpack", "blocking:x"), ctx)
+    sink.write(record)
+    while not sink._busy:                 # the writer holds the first record, stuck
+        time.sleep(0.001)
+    start = time.monotonic()
+    for _ in range(99):
+        sink.write(record)
+    assert time.monotonic() - start < 1
+    # queue_bytes bounds what the sink holds: the one being written and two more
+    assert sink.dropped == 100 - 3
+    stages.BlockingSink.release.set()
+    sink.close()
+    assert sink.written == 3 and sink.dropped == 97 and sink.failure is None
+
+
+def test_a_file_run_waits_for_a_slow_sink_but_not_for_ever():
+    stages.BlockingSink.release.clear()
+    record = {"type": "window"}
+    ctx = SinkContext(live=False, queue_bytes=1, stall_s=0.3)
+    sink = stages.BlockingSink(Destination("blocking", "x", "msgpack", "blocking:x"), ctx)
+    for _ in range(4):
+        sink.write(record)
+    assert "took nothing for 0.3 s" in str(sink.failure)
+    stages.BlockingSink.release.set()
+    sink.close()
+    assert sink.written + sink.dropped == 4 and sink.dropped >= 2
+
+
+@pytest.fixture
+def test_sinks(monkeypatch):
+    """The stages' sinks installed as schemes failing:, stopping:, blocking:."""
+    table = {"failing": "stages:FailingSink", "stopping": "stages:StoppingSink",
+             "blocking": "stages:BlockingSink"}
+    for name, target in table.items():
+        monkeypatch.setitem(plugins.available("sinks"), name,
+                            plugins.Plugin("sinks", name, target, "tests", "0"))
+    monkeypatch.setattr(sinks, "CLOSE_S", 0.5)
+    stages.BlockingSink.release.clear()
+    stages.BlockingSink.instances.clear()
+    yield
+    stages.BlockingSink.release.set()
+
+
+def test_a_run_goes_on_past_a_failing_sink(tmp_path, test_sinks, capsys):
+    out = tmp_path / "s.json"
+    assert main(["read", str(MANY), "--interval", "0.05", "-o", f"json:{out}",
+                 "-o", "failing:x"]) == 0
+    records = stream.decode(out.read_bytes(), "json")
+    windows = [r for r in records if r["type"] == "window"]
+    assert records[-1]["type"] == "summary" and records[-1]["windows"] == len(windows) > 400
+    (report,) = records[-1]["outputs"]
+    # the summary itself is the last record the failing sink did not write
+    assert report["output"] == "failing:x" and report["written"] == 2
+    assert report["dropped"] == len(records) - 1 - 2
+    err = capsys.readouterr().err
+    assert "output failing:x failed: " in err and "the run goes on without it" in err
+    assert f"output failing:x: {len(records) - 2} record(s) not written (2 written)" in err
+
+
+def test_a_stop_sink_ends_the_run_with_its_error_after_the_summary(tmp_path, test_sinks,
+                                                                   capsys):
+    out = tmp_path / "s.json"
+    assert main(["read", str(MANY), "--interval", "0.001", "-o", f"json:{out}",
+                 "-o", "stopping:x"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == ("pt-engine: error: stopping:x: the test's sink "
+                                            "failed on purpose")
+    records = stream.decode(out.read_bytes(), "json")
+    summary = records[-1]
+    assert summary["type"] == "summary" and summary["interrupted"] is False
+    assert {s["status"] for s in summary["sources"]} <= {"stopped", "eof"}
+    windows = [r for r in records if r["type"] == "window"]
+    assert sum(w["totals"]["packets"] for w in windows) == summary["totals"]["packets"] > 0
+
+
+def test_a_live_run_goes_on_past_a_blocking_sink(tmp_path, test_sinks, capsys):
+    if not hasattr(socket, "AF_PACKET"):
+        pytest.skip("live capture needs Linux")
+    out = tmp_path / "s.json"
+    assert main(["run", "-i", "lo", "--duration", "2.5", "--interval", "0.2",
+                 "--output-buffer", "0.001", "-o", f"json:{out}", "-o", "blocking:x"]) == 0
+    records = stream.decode(out.read_bytes(), "json")
+    assert records[0]["type"] == "hello" and records[-1]["type"] == "summary"
+    assert len([r for r in records if r["type"] == "window"]) >= 10
+    (sink,) = stages.BlockingSink.instances
+    assert sink.written == 0 and sink.dropped == len(records)
+    (report,) = records[-1]["outputs"]
+    assert report["output"] == "blocking:x" and report["written"] == 0
+    assert 0 < report["dropped"] < len(records)      # some were still queued then
+    assert f"output blocking:x: {len(records)} record(s) not written" in capsys.readouterr().err
+
+
+# --- several outputs, destinations ---------------------------------------------------------
+
+def test_several_outputs_at_once(tmp_path):
+    """`read X -o - -o unix:... -o FILE` writes all three, the same records."""
+    import subprocess
+    sock = tmp_path / "s.sock"
+    rec = tmp_path / "rec.msgpack"
+    proc = subprocess.Popen([sys.executable, "-m", "pt_engine", "read", str(MANY),
+                             "--output", "-", "--output", f"unix:{sock}", "--output", str(rec),
+                             "--format", "msgpack"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    got = subscribe(sock, proc)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    from_stdout = stream.decode(stdout)
+    from_socket = [r for r in stream.decode(bytes(got)) if r["type"] != "snapshot"]
+    assert from_stdout == from_socket == stream.decode(rec.read_bytes())
+    assert from_stdout[-1]["type"] == "summary" and "outputs" not in from_stdout[-1]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("-", ("stdout", None, "msgpack")),
+    ("json:-", ("stdout", None, "json")),
+    ("/tmp/a.msgpack", ("file", "/tmp/a.msgpack", "msgpack")),
+    ("json:/tmp/a.json", ("file", "/tmp/a.json", "json")),
+    ("file:/tmp/x:y", ("file", "/tmp/x:y", "msgpack")),
+    ("./csv:x", ("file", "./csv:x", "msgpack")),
+    ("unix:/run/pt.sock", ("unix", "/run/pt.sock", "msgpack")),
+    ("json:unix:/run/pt.sock", ("unix", "/run/pt.sock", "json")),
+])
+def test_destinations(text, expected):
+    dest = parse_destination(text, "msgpack")
+    assert (dest.scheme, dest.target, dest.format) == expected
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-o", "nosuch:/x"], "no sink for the scheme 'nosuch'"),
+    (["-o", "unix:"], "unix: needs a socket path"),
+    (["--analyser", "nosuch"], "no analyser named 'nosuch'"),
+    (["--observer", "nosuch"], "no observer named 'nosuch'"),
+])
+def test_unknown_stages_are_one_line_errors(argv, message, capsys):
+    assert main(["read", str(MANY), *argv]) in (1, 2)
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_config_file_outputs_are_a_list(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.msgpack"
+    config = tmp_path / "c.toml"
+    config.write_text(f'output = ["json:{a}", "{b}"]\n')
+    assert main(["read", str(MANY), "--config", str(config)]) == 0
+    assert stream.decode(a.read_bytes(), "json") == stream.decode(b.read_bytes())
+    assert json.loads(a.read_text().splitlines()[-1])["type"] == "summary"

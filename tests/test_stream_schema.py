@@ -1,0 +1,115 @@
+"""Every record type of real runs against docs/stream-format.md: each key is
+documented for its record type, with the documented type, and each documented
+key shows up in at least one of the runs."""
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pt_engine import stream
+from streams import CORPUS, read_stream, subscribe
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "stream-format.md"
+MANY = CORPUS / "ppp_many-protocols.pcap"
+SECTIONS = {"hello": ("hello",), "window": ("window",), "summary (and snapshot)":
+            ("summary", "snapshot"), "alert and resolved": ("alert", "resolved"),
+            "event": ("event",)}
+TYPES = {"int": (int,), "str": (str,), "list": (list,), "map": (dict,), "bool": (bool,),
+         "float": (float,), "null": (type(None),)}
+
+
+def doc_schema() -> dict[str, dict[str, tuple]]:
+    """record type -> key -> allowed Python types, from the doc's tables."""
+    schema: dict[str, dict[str, tuple]] = {}
+    section = None
+    for line in DOC.read_text().splitlines():
+        if line.startswith("### "):
+            section = SECTIONS.get(line[4:].strip())
+            continue
+        if section is None or not line.startswith("| `"):
+            continue
+        keys_cell, type_cell, meaning = [c.strip() for c in line.strip("|").split("|")[:3]]
+        keys = re.findall(r"`([a-z_]+)`", keys_cell)
+        only = re.match(r"(\w+) only", meaning)
+        kinds = (only[1],) if only and only[1] in section else section
+        types = tuple(t for word in re.split(r"\s+or\s+", type_cell) if word
+                      for t in TYPES[word])
+        for kind in kinds:
+            for key in keys:
+                # an empty type: "as in window"
+                schema.setdefault(kind, {})[key] = types or schema["window"][key]
+    return schema
+
+
+def check(record: dict, schema: dict) -> None:
+    kind = record["type"]
+    assert kind in schema, f"record type {kind!r} is not in docs/stream-format.md"
+    for key, value in record.items():
+        if key == "type":
+            continue
+        assert key in schema[kind], f"{kind}.{key} is not in docs/stream-format.md"
+        allowed = schema[kind][key]
+        assert type(value) in allowed, f"{kind}.{key} is {type(value).__name__}, " \
+                                       f"documented as {[t.__name__ for t in allowed]}"
+
+
+def _records(tmp_path) -> list[dict]:
+    """hello, window, summary, alert, resolved (both ops), snapshot; a live run's
+    window sources; the events and a summary's outputs from the builders and a
+    sink that fails."""
+    out = []
+    status, records, _ = read_stream(
+        tmp_path, str(MANY), "--interval", "0.05", "--alert", "*:*:both:packets_per_s>200",
+        "--alert", "udp:53:in:packets_per_s<1:name=quiet")
+    assert status == 0
+    out += records
+    if hasattr(socket, "AF_PACKET"):
+        # live: windows with sources; a subscriber that joins late gets a snapshot
+        sock, live = tmp_path / "s.sock", tmp_path / "live.msgpack"
+        proc = subprocess.Popen([sys.executable, "-m", "pt_engine", "run", "-i", "lo",
+                                 "--duration", "1.5", "--interval", "0.1", "-o",
+                                 f"unix:{sock}", "-o", str(live)], stderr=subprocess.PIPE)
+        data = subscribe(sock, proc, after=0.5)
+        assert proc.wait(60) == 0
+        joined = stream.decode(bytes(data))
+        assert [r["type"] for r in joined[:2]] == ["hello", "snapshot"]
+        out += joined + stream.decode(live.read_bytes())
+    out += [stream.capture_failed(0, "capture process for lo was killed by signal 9"),
+            stream.capture_restarted(0, 1)]
+    out.append(stream.summary("summary", None, None, 0, 0, {"totals": {}, "classes": {},
+                                                           "ports": []},
+                              interrupted=False, sources=[],
+                              outputs=[{"output": "x", "written": 1, "dropped": 2,
+                                        "error": "e"}]))
+    return out
+
+
+def test_every_record_is_as_documented(tmp_path):
+    schema = doc_schema()
+    assert set(schema) == set(stream.RECORD_TYPES)
+    records = _records(tmp_path)
+    seen: dict[str, set] = {}
+    for record in records:
+        check(record, schema)
+        seen.setdefault(record["type"], set()).update(record)
+    if not hasattr(socket, "AF_PACKET"):
+        pytest.skip("the live half (window sources, snapshot) needs Linux")
+    assert set(seen) == set(stream.RECORD_TYPES)
+    # Every documented key occurs; `interfaces` needs two interfaces (test_live).
+    rarely = {"interfaces"}
+    for kind, keys in schema.items():
+        missing = set(keys) - seen[kind] - rarely
+        assert not missing, f"{kind}: documented but never seen: {sorted(missing)}"
+
+
+def test_a_key_the_doc_lacks_is_caught():
+    schema = doc_schema()
+    with pytest.raises(AssertionError, match="window.surprise"):
+        check({"type": "window", "surprise": 1}, schema)
+    with pytest.raises(AssertionError, match="documented as"):
+        check({"type": "window", "start_ns": "0"}, schema)
