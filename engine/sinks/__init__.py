@@ -89,6 +89,8 @@ def parse_destination(text: str, default_format: str) -> Destination:
         return Destination("file", target, fmt, text)
     if scheme == "unix" and not target:
         raise ConfigError("--output unix: needs a socket path, as in unix:/run/pt.sock")
+    if scheme in BUILTIN and scheme not in ("stdout", "recording"):
+        return Destination(scheme, target, fmt, text)
     from ..plugins import available
     if scheme not in available("sinks") or scheme in ("stdout", "recording"):
         known = sorted(set(available("sinks")) - {"stdout", "file", "recording"})
