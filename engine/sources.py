@@ -4,8 +4,9 @@ A source fills record buffers (RECORD_DTYPE bytes, normally a shared-memory
 slot) and classifies its own failures into EngineError subclasses. Two
 backends share one interface:
 
-* native (default): ``pt_engine._core.Capture`` drives libpcap's pcap_dispatch
-  and parses in C; no Python per packet.
+* native (default): ``pt_engine._core.SavefileCapture`` (and ``LiveCapture``
+  for devices) drives libpcap's pcap_dispatch and parses in C; no Python per
+  packet.
 * reference (``PT_ENGINE_PUREPYTHON=1``): pcapy-ng's ``next()`` and the
   pure-Python parser in ``pt_engine._reference``; slow, for cross-checking.
 
@@ -197,7 +198,7 @@ class FileSource:
 
     def _open(self, path, iface):
         try:
-            return _core.Capture.open_file(path, iface)
+            return _core.SavefileCapture.open(path, iface)
         except _core.PcapError as err:
             raise self._open_error(str(err)) from None
 
@@ -469,8 +470,8 @@ def open_live_handle(device: str, snaplen: int, buffer_bytes: int,
     """An activated libpcap handle on `device` and libpcap's warning (or None);
     raises CaptureError."""
     try:
-        return _core.Capture.open_live(device, snaplen or 262144, True, timeout_ms,
-                                       buffer_bytes, False, iface)
+        return _core.LiveCapture.open(device, snaplen or 262144, True, timeout_ms,
+                                      buffer_bytes, False, iface)
     except _core.PcapError as err:
         raise CaptureError(f"interface {device}: {err.args[0]}") from None
 
