@@ -143,7 +143,10 @@ _TRUNC = re.compile(r"truncated dump file|truncated (pcapng|block)|block .* past
 def classify_read_error(path: str, name: str, fmt: str, message: str, packets: int,
                         caplen_sum: int, file_offset: int | None) -> CaptureError:
     """Turn libpcap's message about a failed read of `path` (called `name`) into a
-    clear CaptureError."""
+    clear CaptureError.
+
+    By the message's text: reading a savefile, libpcap returns a bare
+    PCAP_ERROR whatever went wrong, so its message is all there is to go by."""
     if fmt != "stream" and (
             "different from the type of the first interface" in message or
             "different from the snapshot length of the first interface" in message):
@@ -203,6 +206,8 @@ class FileSource:
             raise self._open_error(str(err)) from None
 
     def _open_error(self, message: str) -> CaptureError:
+        # By the message's text: libpcap gives no status code when it cannot
+        # open a savefile, only its message (errbuf).
         if "unknown file format" in message:
             return CaptureError(f"{self.name}: not a pcap or pcapng capture ({message})")
         if "truncated" in message.lower():
@@ -465,6 +470,23 @@ class netns_entered:
                 os.close(self._home)
 
 
+# What a failed pcap_create/pcap_activate means, by libpcap's status code.
+_OPEN_FAILURES = {
+    _core.PcapStatus.NO_SUCH_DEVICE: "no such device",
+    _core.PcapStatus.PERM_DENIED: "permission denied (needs root or CAP_NET_RAW)",
+    _core.PcapStatus.PROMISC_PERM_DENIED:
+        "permission denied for promiscuous mode (needs root or CAP_NET_RAW)",
+    _core.PcapStatus.IFACE_NOT_UP: "is down",
+}
+
+
+def classify_open_error(device: str, err: _core.PcapError) -> CaptureError:
+    """A clear CaptureError naming `device` for a live handle libpcap would not
+    open: by its status code, with libpcap's own words for the other codes."""
+    reason = _OPEN_FAILURES.get(err.status)
+    return CaptureError(f"interface {device}: {reason or err}")
+
+
 def open_live_handle(device: str, snaplen: int, buffer_bytes: int,
                      timeout_ms: int = LIVE_TIMEOUT_MS, iface: int = 0):
     """An activated libpcap handle on `device` and libpcap's warning (or None);
@@ -473,7 +495,7 @@ def open_live_handle(device: str, snaplen: int, buffer_bytes: int,
         return _core.LiveCapture.open(device, snaplen or 262144, True, timeout_ms,
                                       buffer_bytes, False, iface)
     except _core.PcapError as err:
-        raise CaptureError(f"interface {device}: {err.args[0]}") from None
+        raise classify_open_error(device, err) from None
 
 
 def spare_handle(device: str, snaplen: int, buffer_bytes: int, iface: int = 0):
@@ -551,6 +573,9 @@ class LiveSource:
     def failure(self) -> CaptureError:
         """The error behind the last FILL_ERROR, classified."""
         message = self._cap.error or "unknown error"
+        # By the message's text: pcap_dispatch returns a bare PCAP_ERROR for a
+        # device that went down or vanished mid-capture (libpcap's comments say
+        # it "should really return PCAP_ERROR_IFACE_NOT_UP" but may not).
         if re.search(r"went down|disappeared|No such device|ENETDOWN|ENXIO", message, re.I):
             return CaptureError(f"interface {self.name} went down or disappeared ({message})")
         return CaptureError(f"interface {self.name}: capture failed: {message}")
