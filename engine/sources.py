@@ -22,6 +22,7 @@ import struct
 from dataclasses import dataclass
 
 from . import records
+from .backend import use_reference_backend
 from .errors import CaptureError, ConfigError, TruncatedCapture, UnsupportedLinkType
 
 try:
@@ -53,11 +54,6 @@ class SourceStats:
     dropped: int = 0            # libpcap ps_drop: no room in the kernel buffer
     if_dropped: int = 0         # libpcap ps_ifdrop: dropped by the interface
     transport_dropped: int = 0  # frames read but with no free slot to hand them on
-
-
-def use_reference_backend() -> bool:
-    """True when PT_ENGINE_PUREPYTHON=1 selects the pure-Python backend."""
-    return os.environ.get("PT_ENGINE_PUREPYTHON") == "1"
 
 
 def _magic(path: str) -> bytes:
