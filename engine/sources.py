@@ -1,17 +1,41 @@
-"""Packet sources: where frames come from (capture files now, live devices later).
+"""Packet sources: where frames come from (capture files, standard input, live devices).
 
 A source fills record buffers (RECORD_DTYPE bytes, normally a shared-memory
-slot) and classifies its own failures into EngineError subclasses. Two
-backends share one interface:
+slot) and classifies its own failures into EngineError subclasses. Every
+source keeps one contract, the ``Source`` protocol:
+
+* ``kind``: the key it is registered under in ``SOURCES`` ("file", "stdin",
+  "live"); ``name``: what messages call it (a path, '-', a device).
+* ``describe() -> dict``: the source's entry in the stream's hello record. Every
+  kind gives ``iface``, ``kind``, ``name``, ``linktype``, ``linktype_name`` and
+  ``snaplen``; a file adds ``format`` (pcap, pcapng, or stream for a pipe), a
+  live device ``worker`` and, when libpcap warned, ``warning``. Standard input
+  describes itself as a file named '-' (the hello has no "stdin" kind).
+* ``fill(buf, start=0, wait_ms=...) -> (records, FILL_*)``: parse frames into
+  the records buf[start:]. A file reads until buf is full or the file ends
+  (FILL_FULL, FILL_EOF) and ignores wait_ms; a live device collects for up to
+  wait_ms (FILL_FULL, FILL_TIMEOUT). FILL_ERROR: see ``failure()``.
+* ``stats() -> SourceStats``: received, dropped, if_dropped, transport_dropped;
+  non-negative and monotonic.
+* ``failure() -> EngineError``: the error behind the last FILL_ERROR, classified.
+* ``close()``: release the handle; safe to call again.
+
+``open_source(kind, *args, **kw)`` opens one by kind; ``register_source`` adds
+a kind. ``open_file``, ``LiveSource`` and the source classes stay callable as
+they are.
+
+Two backends read files through one interface:
 
 * native (default): ``pt_engine._core.SavefileCapture`` (and ``LiveCapture``
   for devices) drives libpcap's pcap_dispatch and parses in C; no Python per
   packet.
 * reference (``PT_ENGINE_PUREPYTHON=1``): pcapy-ng's ``next()`` and the
   pure-Python parser in ``pt_engine._reference``; slow, for cross-checking.
+  Live devices are always read by the native core.
 
 This is the only module that imports pcapy. Bytes are always wire lengths
-(the record's original length), never captured lengths.
+(the record's original length), never captured lengths. It imports no numpy
+at module level: capture processes never do.
 """
 from __future__ import annotations
 
@@ -19,11 +43,14 @@ import os
 import re
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from . import records
 from .backend import use_reference_backend
-from .errors import CaptureError, ConfigError, TruncatedCapture, UnsupportedLinkType
+from .errors import (CaptureError, ConfigError, EngineError, TruncatedCapture,
+                     UnsupportedLinkType)
 
 try:
     from . import _core
@@ -54,6 +81,23 @@ class SourceStats:
     dropped: int = 0            # libpcap ps_drop: no room in the kernel buffer
     if_dropped: int = 0         # libpcap ps_ifdrop: dropped by the interface
     transport_dropped: int = 0  # frames read but with no free slot to hand them on
+
+
+class Source(Protocol):
+    """What every packet source does (see the module docstring)."""
+
+    kind: str
+    name: str
+
+    def describe(self) -> dict: ...
+
+    def fill(self, buf, start: int = 0, wait_ms: int = 0) -> tuple[int, int]: ...
+
+    def stats(self) -> SourceStats: ...
+
+    def failure(self) -> EngineError: ...
+
+    def close(self) -> None: ...
 
 
 def _magic(path: str) -> bytes:
@@ -223,9 +267,10 @@ class FileSource:
                 "linktype_name": records.linktype_name(self.linktype),
                 "snaplen": self.snaplen}
 
-    def fill(self, buf) -> tuple[int, int]:
-        """Parse frames into the record bytes `buf`; returns (records, FILL_*)."""
-        return self._cap.fill(buf)
+    def fill(self, buf, start: int = 0, wait_ms: int = 0) -> tuple[int, int]:
+        """Parse frames into the records buf[start:] until it is full or the file
+        ends (wait_ms is for live sources); returns (records, FILL_*)."""
+        return self._cap.fill(buf, start)
 
     def failure(self) -> CaptureError:
         """The error behind the last FILL_ERROR, classified."""
@@ -272,18 +317,20 @@ class ReferenceFileSource(FileSource):
         except self._pcapy.PcapError as err:
             raise ConfigError(f"--filter {bpf!r}: {err}") from None
 
-    def fill(self, buf) -> tuple[int, int]:
+    def fill(self, buf, start: int = 0, wait_ms: int = 0) -> tuple[int, int]:
         import numpy as np
         out = np.frombuffer(buf, dtype=records.RECORD_DTYPE)
+        if not 0 <= start <= len(out):
+            raise ValueError(f"start {start} outside a buffer of {len(out)} records")
         one = np.zeros(1, np.uint32)
-        for i in range(len(out)):
+        for i in range(start, len(out)):
             try:
                 hdr, data = self._reader.next()
             except self._pcapy.PcapError as err:
                 self._error = str(err)
-                return i, FILL_ERROR
+                return i - start, FILL_ERROR
             if hdr is None:
-                return i, FILL_EOF
+                return i - start, FILL_EOF
             sec, usec = hdr.getts()
             frac_ns = usec * 1000
             if self._classic:
@@ -299,7 +346,7 @@ class ReferenceFileSource(FileSource):
                         self.iface, out[i:i + 1])
             self._packets += 1
             self._caplen_sum += caplen
-        return len(out), FILL_FULL
+        return len(out) - start, FILL_FULL
 
     def failure(self) -> CaptureError:
         return classify_read_error(self.path, self.name, self.format, self._error or "", self._packets,
@@ -594,3 +641,66 @@ def open_file(path: str, iface: int = 0, bpf: str | None = None,
     """Open a capture file with the active backend (see module docstring)."""
     cls = ReferenceFileSource if use_reference_backend() else FileSource
     return cls(path, iface, bpf, name)
+
+
+class StdinSource:
+    """Standard input ('-', as tcpdump -r -): a capture file on a pipe or a
+    redirect, read with the active backend.
+
+    `fd` is the descriptor to read: 0, or a duplicate of it that survives
+    multiprocessing's fork (which closes standard input in the child). The
+    hello lists it exactly as a file named '-': kind "file", and format
+    "stream" for a pipe (what libpcap finds there).
+    """
+
+    kind = "stdin"
+    name = "-"
+
+    def __init__(self, iface: int = 0, bpf: str | None = None, fd: int = 0):
+        self._file = open_file(f"/dev/fd/{fd}", iface, bpf, self.name)
+
+    def describe(self) -> dict:
+        """The source as the stream's hello record lists it (a file named '-')."""
+        return self._file.describe()
+
+    def fill(self, buf, start: int = 0, wait_ms: int = 0) -> tuple[int, int]:
+        """As a file: until buf is full or the stream ends."""
+        return self._file.fill(buf, start, wait_ms)
+
+    def failure(self) -> CaptureError:
+        """The error behind the last FILL_ERROR, classified."""
+        return self._file.failure()
+
+    def stats(self) -> SourceStats:
+        """Frames read so far."""
+        return self._file.stats()
+
+    def close(self) -> None:
+        """Release the handle."""
+        self._file.close()
+
+
+# Source kinds by name: each factory opens one Source (raising EngineError).
+SOURCES: dict[str, Callable[..., Source]] = {}
+
+
+def register_source(kind: str, factory: Callable[..., Source]) -> None:
+    """Make `kind` openable by open_source; a kind is registered once."""
+    if kind in SOURCES:
+        raise ValueError(f"source kind {kind!r} is already registered")
+    SOURCES[kind] = factory
+
+
+def open_source(kind: str, *args, **kw) -> Source:
+    """Open a source of a registered kind; the arguments are its factory's."""
+    try:
+        factory = SOURCES[kind]
+    except KeyError:
+        raise ConfigError(f"unknown source kind {kind!r} (known: "
+                          f"{', '.join(sorted(SOURCES))})") from None
+    return factory(*args, **kw)
+
+
+register_source("file", open_file)           # a capture file: FileSource or ReferenceFileSource
+register_source("stdin", StdinSource)
+register_source("live", LiveSource)
