@@ -35,7 +35,7 @@ from . import backend, errors, records, stream
 from .errors import EngineError
 from .log import log
 from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, InterfaceSpec, LiveSource, enter_netns,
-                      netns_entered, offload_warning, open_file, spare_handle)
+                      netns_entered, offload_warning, open_source, spare_handle)
 from .transport import Consumer, Done, Producer, Ring
 
 if TYPE_CHECKING:
@@ -88,12 +88,11 @@ def _capture_entry(parent: int, inherited: list, handles: list, target, args: tu
     target(*args)
 
 
-def _file_capture_main(path: str, name: str, iface: int, bpf: str | None, ring: Ring,
-                       conn) -> None:
+def _file_capture_main(kind: str, args: tuple, ring: Ring, conn) -> None:
     """Body of a file capture process: open, say READY, read into the ring to the end."""
     producer = Producer(ring, conn)
     try:
-        source = open_file(path, iface, bpf, name)
+        source = open_source(kind, *args)
     except EngineError as err:
         producer.finish(Done("error", {}, type(err).__name__, str(err)))
         return
@@ -120,7 +119,7 @@ def _file_capture_main(path: str, name: str, iface: int, bpf: str | None, ring: 
                 producer.finish(Done("error", stats, type(err).__name__, str(err)))
             else:
                 producer.finish(Done("error", stats, "CaptureError",
-                                     f"{name}: unexpected reader status {status}"))
+                                     f"{source.name}: unexpected reader status {status}"))
             return
     finally:
         source.close()
@@ -516,7 +515,7 @@ class ReadPipeline(_Pipeline):
         return ["all"]
 
     def _targets(self):
-        return [(0, _file_capture_main, (_openable(path), path, iface, self.opts.bpf))
+        return [(0, _file_capture_main, _file_source(path, iface, self.opts.bpf))
                 for iface, path in enumerate(self.opts.files)]
 
     def _before_stream(self, outputs: Outputs) -> None:
@@ -601,11 +600,12 @@ class RunPipeline(_Pipeline):
         return left.pop()
 
 
-def _openable(path: str) -> str:
-    """'-' (standard input, as tcpdump -r -) survives fork as a duplicated descriptor."""
-    if path != "-":
-        return path
-    return f"/dev/fd/{os.dup(0)}"
+def _file_source(path: str, iface: int, bpf: str | None) -> tuple[str, tuple]:
+    """(source kind, its arguments) of a file to read. '-' (standard input, as
+    tcpdump -r -) is passed on as a duplicated descriptor, which survives the fork."""
+    if path == "-":
+        return "stdin", (iface, bpf, os.dup(0))
+    return "file", (path, iface, bpf, path)
 
 
 def _rebuild(done: Done) -> EngineError:

@@ -1,16 +1,41 @@
-"""Packet sources: where frames come from (capture files now, live devices later).
+"""Packet sources: where frames come from (capture files, standard input, live devices).
 
 A source fills record buffers (RECORD_DTYPE bytes, normally a shared-memory
-slot) and classifies its own failures into EngineError subclasses. Two
-backends share one interface:
+slot) and classifies its own failures into EngineError subclasses. Every
+source keeps one contract, the ``Source`` protocol:
 
-* native (default): ``pt_engine._core.Capture`` drives libpcap's pcap_dispatch
-  and parses in C; no Python per packet.
+* ``kind``: the key it is registered under in ``SOURCES`` ("file", "stdin",
+  "live"); ``name``: what messages call it (a path, '-', a device).
+* ``describe() -> dict``: the source's entry in the stream's hello record. Every
+  kind gives ``iface``, ``kind``, ``name``, ``linktype``, ``linktype_name`` and
+  ``snaplen``; a file adds ``format`` (pcap, pcapng, or stream for a pipe), a
+  live device ``worker`` and, when libpcap warned, ``warning``. Standard input
+  describes itself as a file named '-' (the hello has no "stdin" kind).
+* ``fill(buf, start=0, wait_ms=...) -> (records, FILL_*)``: parse frames into
+  the records buf[start:]. A file reads until buf is full or the file ends
+  (FILL_FULL, FILL_EOF) and ignores wait_ms; a live device collects for up to
+  wait_ms (FILL_FULL, FILL_TIMEOUT). FILL_ERROR: see ``failure()``.
+* ``stats() -> SourceStats``: received, dropped, if_dropped, transport_dropped;
+  non-negative and monotonic.
+* ``failure() -> EngineError``: the error behind the last FILL_ERROR, classified.
+* ``close()``: release the handle; safe to call again.
+
+``open_source(kind, *args, **kw)`` opens one by kind; ``register_source`` adds
+a kind. ``open_file``, ``LiveSource`` and the source classes stay callable as
+they are.
+
+Two backends read files through one interface:
+
+* native (default): ``pt_engine._core.SavefileCapture`` (and ``LiveCapture``
+  for devices) drives libpcap's pcap_dispatch and parses in C; no Python per
+  packet.
 * reference (``PT_ENGINE_PUREPYTHON=1``): pcapy-ng's ``next()`` and the
   pure-Python parser in ``pt_engine._reference``; slow, for cross-checking.
+  Live devices are always read by the native core.
 
 This is the only module that imports pcapy. Bytes are always wire lengths
-(the record's original length), never captured lengths.
+(the record's original length), never captured lengths. It imports no numpy
+at module level: capture processes never do.
 """
 from __future__ import annotations
 
@@ -18,10 +43,14 @@ import os
 import re
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from . import records
-from .errors import CaptureError, ConfigError, TruncatedCapture, UnsupportedLinkType
+from .backend import use_reference_backend
+from .errors import (CaptureError, ConfigError, EngineError, TruncatedCapture,
+                     UnsupportedLinkType)
 
 try:
     from . import _core
@@ -54,9 +83,21 @@ class SourceStats:
     transport_dropped: int = 0  # frames read but with no free slot to hand them on
 
 
-def use_reference_backend() -> bool:
-    """True when PT_ENGINE_PUREPYTHON=1 selects the pure-Python backend."""
-    return os.environ.get("PT_ENGINE_PUREPYTHON") == "1"
+class Source(Protocol):
+    """What every packet source does (see the module docstring)."""
+
+    kind: str
+    name: str
+
+    def describe(self) -> dict: ...
+
+    def fill(self, buf, start: int = 0, wait_ms: int = 0) -> tuple[int, int]: ...
+
+    def stats(self) -> SourceStats: ...
+
+    def failure(self) -> EngineError: ...
+
+    def close(self) -> None: ...
 
 
 def _magic(path: str) -> bytes:
@@ -142,7 +183,10 @@ _TRUNC = re.compile(r"truncated dump file|truncated (pcapng|block)|block .* past
 def classify_read_error(path: str, name: str, fmt: str, message: str, packets: int,
                         caplen_sum: int, file_offset: int | None) -> CaptureError:
     """Turn libpcap's message about a failed read of `path` (called `name`) into a
-    clear CaptureError."""
+    clear CaptureError.
+
+    By the message's text: reading a savefile, libpcap returns a bare
+    PCAP_ERROR whatever went wrong, so its message is all there is to go by."""
     if fmt != "stream" and (
             "different from the type of the first interface" in message or
             "different from the snapshot length of the first interface" in message):
@@ -197,11 +241,13 @@ class FileSource:
 
     def _open(self, path, iface):
         try:
-            return _core.Capture.open_file(path, iface)
+            return _core.SavefileCapture.open(path, iface)
         except _core.PcapError as err:
             raise self._open_error(str(err)) from None
 
     def _open_error(self, message: str) -> CaptureError:
+        # By the message's text: libpcap gives no status code when it cannot
+        # open a savefile, only its message (errbuf).
         if "unknown file format" in message:
             return CaptureError(f"{self.name}: not a pcap or pcapng capture ({message})")
         if "truncated" in message.lower():
@@ -221,9 +267,10 @@ class FileSource:
                 "linktype_name": records.linktype_name(self.linktype),
                 "snaplen": self.snaplen}
 
-    def fill(self, buf) -> tuple[int, int]:
-        """Parse frames into the record bytes `buf`; returns (records, FILL_*)."""
-        return self._cap.fill(buf)
+    def fill(self, buf, start: int = 0, wait_ms: int = 0) -> tuple[int, int]:
+        """Parse frames into the records buf[start:] until it is full or the file
+        ends (wait_ms is for live sources); returns (records, FILL_*)."""
+        return self._cap.fill(buf, start)
 
     def failure(self) -> CaptureError:
         """The error behind the last FILL_ERROR, classified."""
@@ -270,18 +317,20 @@ class ReferenceFileSource(FileSource):
         except self._pcapy.PcapError as err:
             raise ConfigError(f"--filter {bpf!r}: {err}") from None
 
-    def fill(self, buf) -> tuple[int, int]:
+    def fill(self, buf, start: int = 0, wait_ms: int = 0) -> tuple[int, int]:
         import numpy as np
         out = np.frombuffer(buf, dtype=records.RECORD_DTYPE)
+        if not 0 <= start <= len(out):
+            raise ValueError(f"start {start} outside a buffer of {len(out)} records")
         one = np.zeros(1, np.uint32)
-        for i in range(len(out)):
+        for i in range(start, len(out)):
             try:
                 hdr, data = self._reader.next()
             except self._pcapy.PcapError as err:
                 self._error = str(err)
-                return i, FILL_ERROR
+                return i - start, FILL_ERROR
             if hdr is None:
-                return i, FILL_EOF
+                return i - start, FILL_EOF
             sec, usec = hdr.getts()
             frac_ns = usec * 1000
             if self._classic:
@@ -297,7 +346,7 @@ class ReferenceFileSource(FileSource):
                         self.iface, out[i:i + 1])
             self._packets += 1
             self._caplen_sum += caplen
-        return len(out), FILL_FULL
+        return len(out) - start, FILL_FULL
 
     def failure(self) -> CaptureError:
         return classify_read_error(self.path, self.name, self.format, self._error or "", self._packets,
@@ -464,15 +513,32 @@ class netns_entered:
                 os.close(self._home)
 
 
+# What a failed pcap_create/pcap_activate means, by libpcap's status code.
+_OPEN_FAILURES = {
+    _core.PcapStatus.NO_SUCH_DEVICE: "no such device",
+    _core.PcapStatus.PERM_DENIED: "permission denied (needs root or CAP_NET_RAW)",
+    _core.PcapStatus.PROMISC_PERM_DENIED:
+        "permission denied for promiscuous mode (needs root or CAP_NET_RAW)",
+    _core.PcapStatus.IFACE_NOT_UP: "is down",
+}
+
+
+def classify_open_error(device: str, err: _core.PcapError) -> CaptureError:
+    """A clear CaptureError naming `device` for a live handle libpcap would not
+    open: by its status code, with libpcap's own words for the other codes."""
+    reason = _OPEN_FAILURES.get(err.status)
+    return CaptureError(f"interface {device}: {reason or err}")
+
+
 def open_live_handle(device: str, snaplen: int, buffer_bytes: int,
                      timeout_ms: int = LIVE_TIMEOUT_MS, iface: int = 0):
     """An activated libpcap handle on `device` and libpcap's warning (or None);
     raises CaptureError."""
     try:
-        return _core.Capture.open_live(device, snaplen or 262144, True, timeout_ms,
-                                       buffer_bytes, False, iface)
+        return _core.LiveCapture.open(device, snaplen or 262144, True, timeout_ms,
+                                      buffer_bytes, False, iface)
     except _core.PcapError as err:
-        raise CaptureError(f"interface {device}: {err.args[0]}") from None
+        raise classify_open_error(device, err) from None
 
 
 def spare_handle(device: str, snaplen: int, buffer_bytes: int, iface: int = 0):
@@ -550,6 +616,9 @@ class LiveSource:
     def failure(self) -> CaptureError:
         """The error behind the last FILL_ERROR, classified."""
         message = self._cap.error or "unknown error"
+        # By the message's text: pcap_dispatch returns a bare PCAP_ERROR for a
+        # device that went down or vanished mid-capture (libpcap's comments say
+        # it "should really return PCAP_ERROR_IFACE_NOT_UP" but may not).
         if re.search(r"went down|disappeared|No such device|ENETDOWN|ENXIO", message, re.I):
             return CaptureError(f"interface {self.name} went down or disappeared ({message})")
         return CaptureError(f"interface {self.name}: capture failed: {message}")
@@ -572,3 +641,68 @@ def open_file(path: str, iface: int = 0, bpf: str | None = None,
     """Open a capture file with the active backend (see module docstring)."""
     cls = ReferenceFileSource if use_reference_backend() else FileSource
     return cls(path, iface, bpf, name)
+
+
+class StdinSource:
+    """Standard input ('-', as tcpdump -r -): a capture file on a pipe or a
+    redirect, read with the active backend.
+
+    `fd` is the descriptor to read: 0, or a duplicate of it that survives
+    multiprocessing's fork (which closes standard input in the child). The
+    hello lists it exactly as a file named '-': kind "file", and format
+    "stream" for a pipe (what libpcap finds there).
+    """
+
+    kind = "stdin"
+    name = "-"
+
+    def __init__(self, iface: int = 0, bpf: str | None = None, fd: int = 0):
+        self._file = open_file(f"/dev/fd/{fd}", iface, bpf, self.name)
+
+    def describe(self) -> dict:
+        """The source as the stream's hello record lists it (a file named '-')."""
+        return self._file.describe()
+
+    def fill(self, buf, start: int = 0, wait_ms: int = 0) -> tuple[int, int]:
+        """As a file: until buf is full or the stream ends."""
+        return self._file.fill(buf, start, wait_ms)
+
+    def failure(self) -> CaptureError:
+        """The error behind the last FILL_ERROR, classified."""
+        return self._file.failure()
+
+    def stats(self) -> SourceStats:
+        """Frames read so far."""
+        return self._file.stats()
+
+    def close(self) -> None:
+        """Release the handle."""
+        self._file.close()
+
+
+# Source kinds by name: each factory opens one Source (raising EngineError).
+SOURCES: dict[str, Callable[..., Source]] = {}
+
+
+def register_source(kind: str, factory: Callable[..., Source]) -> None:
+    """Make `kind` openable by open_source; a kind is registered once."""
+    if kind in SOURCES:
+        raise ValueError(f"source kind {kind!r} is already registered")
+    SOURCES[kind] = factory
+
+
+def open_source(kind: str, *args, **kw) -> Source:
+    """Open a source of a registered kind; the arguments are its factory's."""
+    factory = SOURCES.get(kind)
+    if factory is None:      # a plugin's kind (entry point group pt_engine.sources)
+        from .plugins import available, load
+        if kind not in available("sources"):
+            raise ConfigError(f"unknown source kind {kind!r} (known: "
+                              f"{', '.join(sorted(available('sources')))})")
+        factory = load("sources", kind)
+    return factory(*args, **kw)
+
+
+register_source("file", open_file)           # a capture file: FileSource or ReferenceFileSource
+register_source("stdin", StdinSource)
+register_source("live", LiveSource)

@@ -2,6 +2,10 @@
 # parses each frame straight into a caller-owned record buffer (normally a
 # shared-memory slot). Included by _core.pyx. No Python object is touched per
 # packet; the GIL is released for the whole dispatch loop.
+#
+# BaseCapture holds what every libpcap handle shares (the handle, the fill
+# context and its callback, the filter, the counters); SavefileCapture and
+# LiveCapture each open their own kind of handle and own their fill loop.
 
 cdef struct fill_ctx_t:
     pkt_record_t* out
@@ -118,7 +122,31 @@ FANOUT_HASH = PACKET_FANOUT_HASH
 
 
 class PcapError(Exception):
-    """libpcap said no; the message is libpcap's, prefixed with what we asked."""
+    """libpcap said no. args are (message, status): the message is libpcap's,
+    prefixed with what we asked; status is libpcap's status code (a PcapStatus
+    value) where libpcap gives one, else None."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message, status)
+
+    @property
+    def status(self):
+        return self.args[1]
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+class PcapStatus:
+    """libpcap's status codes (<pcap/pcap.h>), as PcapError.status carries them."""
+    ERROR = PCAP_ERROR
+    NO_SUCH_DEVICE = PCAP_ERROR_NO_SUCH_DEVICE
+    PERM_DENIED = PCAP_ERROR_PERM_DENIED
+    PROMISC_PERM_DENIED = PCAP_ERROR_PROMISC_PERM_DENIED
+    IFACE_NOT_UP = PCAP_ERROR_IFACE_NOT_UP
+    RFMON_NOTSUP = PCAP_ERROR_RFMON_NOTSUP
+    TSTAMP_PRECISION_NOTSUP = PCAP_ERROR_TSTAMP_PRECISION_NOTSUP
+    WARNING_PROMISC_NOTSUP = PCAP_WARNING_PROMISC_NOTSUP
 
 
 # fill() outcomes
@@ -129,30 +157,30 @@ FILL_BREAK = 3      # pcap_breakloop() ended the read (kept for an exhaustive sw
 FILL_ERROR = 4      # libpcap error; see .error
 
 
-cdef class Capture:
-    """One libpcap handle (a savefile or a live device) feeding record buffers.
+cdef inline int dispatch_some(pcap_t* p, fill_ctx_t* ctx) noexcept nogil:
+    """One pcap_dispatch into the room left in ctx's buffer; libpcap's return."""
+    return pcap_dispatch(p, <int>min(ctx.cap - ctx.n, 0x7FFFFFFF), on_packet,
+                         <unsigned char*>ctx)
 
-    Create with Capture.open_file() or Capture.open_live(); the handle is
-    closed by close() or when the object is collected.
+
+cdef class BaseCapture:
+    """One libpcap handle feeding record buffers: what a savefile and a live
+    device share (the handle, the fill context, the filter, the counters).
+
+    Not opened itself: SavefileCapture.open() and LiveCapture.open() make
+    one; the handle is closed by close() or when the object is collected.
     """
     cdef pcap_t* p
-    cdef void* map_base          # a mapped savefile libpcap reads through fmemopen
-    cdef size_t map_len
-    cdef size_t map_dropped      # bytes at the start of the mapping already let go
     cdef fill_ctx_t ctx
     cdef readonly str name
     cdef readonly int linktype
     cdef readonly int snaplen
-    cdef readonly bint live
     cdef readonly str error
     cdef readonly unsigned long long packets
     cdef readonly unsigned long long caplen_bytes
 
     def __cinit__(self):
         self.p = NULL
-        self.map_base = NULL
-        self.map_len = 0
-        self.map_dropped = 0
         self.error = None
 
     def __dealloc__(self):
@@ -162,11 +190,9 @@ cdef class Capture:
         if self.p != NULL:
             pcap_close(self.p)       # also fcloses a FILE we gave it
             self.p = NULL
-        if self.map_base != NULL:
-            munmap(self.map_base, self.map_len)
-            self.map_base = NULL
 
-    cdef _init_handle(self, int iface, uint64_t ts_mult):
+    cdef _init_handle(self, str name, int iface, uint64_t ts_mult):
+        self.name = name
         self.linktype = pcap_datalink(self.p)
         self.snaplen = pcap_snapshot(self.p)
         memset(&self.ctx, 0, sizeof(fill_ctx_t))
@@ -174,19 +200,96 @@ cdef class Capture:
         self.ctx.iface = <uint16_t>iface
         self.ctx.ts_mult = ts_mult
 
+    def set_filter(self, str expression):
+        """Compile and install a BPF filter; raises PcapError with libpcap's reason."""
+        cdef bpf_program prog
+        cdef bytes bexpr = expression.encode()
+        cdef int rc
+        self._check_open()
+        rc = pcap_compile(self.p, &prog, bexpr, 1, PCAP_NETMASK_UNKNOWN)
+        if rc != 0:
+            raise PcapError(pcap_geterr(self.p).decode(errors="replace"), rc)
+        rc = pcap_setfilter(self.p, &prog)
+        pcap_freecode(&prog)
+        if rc != 0:
+            raise PcapError(pcap_geterr(self.p).decode(errors="replace"), rc)
+
+    cdef int _begin_fill(self, unsigned char[::1] buf, Py_ssize_t start) except -1:
+        """Point the fill context at records buf[start:]; 0 if there is no room."""
+        cdef Py_ssize_t cap_records
+        self._check_open()
+        if buf.shape[0] % sizeof(pkt_record_t):
+            raise ValueError(f"buffer of {buf.shape[0]} bytes is not a whole number of "
+                             f"{sizeof(pkt_record_t)}-byte records")
+        cap_records = buf.shape[0] // sizeof(pkt_record_t)
+        if start < 0 or start > cap_records:
+            raise ValueError(f"start {start} outside a buffer of {cap_records} records")
+        if start == cap_records:
+            return 0
+        self.ctx.out = <pkt_record_t*>&buf[0]
+        self.ctx.n = start
+        self.ctx.cap = cap_records
+        return 1
+
+    cdef tuple _end_fill(self, Py_ssize_t start, int rc, int paused):
+        """Count what the dispatch loop wrote and say why it stopped; `paused`
+        is the status when it stopped with room left and no error."""
+        cdef Py_ssize_t n = self.ctx.n - start
+        cdef int status
+        self.packets += n
+        self.caplen_bytes = self.ctx.caplen_sum
+        self.ctx.out = NULL
+        if rc == PCAP_ERROR_BREAK:
+            status = FILL_BREAK
+        elif rc < 0:
+            self.error = pcap_geterr(self.p).decode(errors="replace")
+            status = FILL_ERROR
+        elif self.ctx.n == self.ctx.cap:
+            status = FILL_FULL
+        else:
+            status = paused
+        return n, status
+
+    def close(self):
+        """Release the libpcap handle and anything it reads from (idempotent)."""
+        self._release()
+
+    cdef _check_open(self):
+        if self.p == NULL:
+            raise ValueError("capture handle is closed")
+
+
+cdef class SavefileCapture(BaseCapture):
+    """A pcap or pcapng file (or a pipe carrying one) read with nanosecond timestamps."""
+    cdef void* map_base          # a mapped savefile libpcap reads through fmemopen
+    cdef size_t map_len
+    cdef size_t map_dropped      # bytes at the start of the mapping already let go
+
+    def __cinit__(self):
+        self.map_base = NULL
+        self.map_len = 0
+        self.map_dropped = 0
+
+    cdef void _release(self) noexcept:
+        BaseCapture._release(self)
+        if self.map_base != NULL:
+            munmap(self.map_base, self.map_len)
+            self.map_base = NULL
+
     @staticmethod
-    def open_file(str path, int iface=0):
+    def open(str path, int iface=0):
         """Open a pcap or pcapng file with nanosecond timestamps.
 
         A regular file is mapped into memory and handed to libpcap as a
         memory stream (pcap_fopen_offline): libpcap still reads every record,
         but without a read() system call and its copy per 4 KiB. Pipes and
         other files go through pcap_open_offline as usual.
-        Raises PcapError with libpcap's reason (no such file, unknown format...).
+        Raises PcapError with libpcap's reason (no such file, unknown format...);
+        libpcap gives no status code for these.
         """
         cdef char errbuf[512]
         cdef bytes bpath = path.encode()
-        cdef Capture cap = Capture.__new__(Capture)
+        cdef SavefileCapture cap = SavefileCapture.__new__(SavefileCapture)
         cdef FILE* fp = NULL
         errbuf[0] = 0
         cap._map(bpath)
@@ -203,9 +306,7 @@ cdef class Capture:
         if cap.p == NULL:
             cap._release()
             raise PcapError(errbuf.decode(errors="replace"))
-        cap.name = path
-        cap.live = False
-        cap._init_handle(iface, 1)
+        cap._init_handle(path, iface, 1)
         cap.ctx.sec32 = pcap_major_version(cap.p) == 2    # pcapng files say 1
         cap.ctx.frac_unit = cap._fraction_unit()
         return cap
@@ -224,8 +325,11 @@ cdef class Capture:
     cdef void _drop_read_pages(self) noexcept:
         """Unmap the pages libpcap has read past, so that resident memory stays
         flat whatever the file size (the page cache keeps them, shared)."""
-        cdef long pos = ftell(pcap_file(self.p))
+        cdef long pos
         cdef size_t upto
+        if self.map_base == NULL:
+            return
+        pos = ftell(pcap_file(self.p))
         if pos <= 0:
             return
         upto = (<size_t>pos) & ~(<size_t>0xFFFFF)    # whole MiB below the read position
@@ -249,23 +353,52 @@ cdef class Capture:
                 self.map_len = <size_t>st.st_size
         c_close(fd)
 
+    def fill(self, unsigned char[::1] buf, Py_ssize_t start=0):
+        """Read frames into records buf[start:] until it is full or the file ends.
+
+        buf holds whole pkt_record_t records (len(buf) % RECORD_SIZE == 0).
+        Returns (records written, FILL_FULL, FILL_EOF or FILL_ERROR); on
+        FILL_ERROR the message is in .error and the records written before the
+        error are still valid.
+        """
+        cdef int rc = 0
+        if not self._begin_fill(buf, start):
+            return 0, FILL_FULL
+        with nogil:
+            while self.ctx.n < self.ctx.cap:
+                rc = dispatch_some(self.p, &self.ctx)
+                if rc <= 0:
+                    break
+        self._drop_read_pages()
+        return self._end_fill(start, rc, FILL_EOF)
+
+    def file_offset(self):
+        """Byte offset that libpcap's reader has reached in the savefile."""
+        self._check_open()
+        return ftell(pcap_file(self.p))
+
+
+cdef class LiveCapture(BaseCapture):
+    """A live device, read non-blocking with our own poll()."""
+
     @staticmethod
-    def open_live(str device, int snaplen, bint promisc=True, int timeout_ms=100,
-                  int buffer_bytes=0, bint immediate=False, int iface=0):
+    def open(str device, int snaplen, bint promisc=True, int timeout_ms=100,
+             int buffer_bytes=0, bint immediate=False, int iface=0):
         """Create and activate a live handle on `device`.
 
-        Raises PcapError naming the device and libpcap's status on failure.
+        Raises PcapError with libpcap's status code (.status: the return of
+        pcap_activate, or PcapStatus.ERROR) and its message on failure.
         Returns (capture, warning or None).
         """
         cdef char errbuf[512]
         cdef bytes bdev = device.encode()
-        cdef Capture cap = Capture.__new__(Capture)
+        cdef LiveCapture cap = LiveCapture.__new__(LiveCapture)
         cdef int rc
         cdef uint64_t mult = 1
         errbuf[0] = 0
         cap.p = pcap_create(bdev, errbuf)
         if cap.p == NULL:
-            raise PcapError(errbuf.decode(errors="replace"))
+            raise PcapError(errbuf.decode(errors="replace"), PCAP_ERROR)
         pcap_set_snaplen(cap.p, snaplen)
         pcap_set_promisc(cap.p, promisc)
         pcap_set_timeout(cap.p, timeout_ms)
@@ -280,8 +413,7 @@ cdef class Capture:
         if rc < 0:
             msg = pcap_statustostr(rc).decode(errors="replace")
             detail = pcap_geterr(cap.p).decode(errors="replace")
-            pcap_close(cap.p)
-            cap.p = NULL
+            cap._release()
             raise PcapError(f"{msg}: {detail}" if detail and detail != msg else msg, rc)
         elif rc > 0:
             warning = pcap_statustostr(rc).decode(errors="replace")
@@ -290,95 +422,43 @@ cdef class Capture:
         # Non-blocking reads plus our own poll(): with TPACKET_V3 a blocking
         # read waits for the first packet however long that takes, so an idle
         # interface would never let fill() return.
-        if pcap_setnonblock(cap.p, 1, errbuf) != 0:
-            msg = errbuf.decode(errors="replace")
-            pcap_close(cap.p)
-            cap.p = NULL
-            raise PcapError(msg)
-        cap.name = device
-        cap.live = True
-        cap._init_handle(iface, mult)
+        rc = pcap_setnonblock(cap.p, 1, errbuf)
+        if rc != 0:
+            cap._release()
+            raise PcapError(errbuf.decode(errors="replace"), rc)
+        cap._init_handle(device, iface, mult)
         return cap, warning
 
-    def set_filter(self, str expression):
-        """Compile and install a BPF filter; raises PcapError with libpcap's reason."""
-        cdef bpf_program prog
-        cdef bytes bexpr = expression.encode()
-        self._check_open()
-        if pcap_compile(self.p, &prog, bexpr, 1, PCAP_NETMASK_UNKNOWN) != 0:
-            raise PcapError(pcap_geterr(self.p).decode(errors="replace"))
-        rc = pcap_setfilter(self.p, &prog)
-        pcap_freecode(&prog)
-        if rc != 0:
-            raise PcapError(pcap_geterr(self.p).decode(errors="replace"))
-
     def fill(self, unsigned char[::1] buf, Py_ssize_t start=0, int wait_ms=100):
-        """Read frames into records buf[start:] until it is full or the source pauses.
+        """Collect packets into records buf[start:] for up to wait_ms, returning
+        early when buf is full.
 
-        buf holds whole pkt_record_t records (len(buf) % RECORD_SIZE == 0). A
-        savefile is read until buf is full or the file ends. A live handle
-        collects packets for up to wait_ms, returning early when buf is full.
-        Returns (records written, FILL_* status); on FILL_ERROR the message is
-        in .error and the records written before the error are still valid.
+        buf holds whole pkt_record_t records (len(buf) % RECORD_SIZE == 0).
+        Returns (records written, FILL_FULL, FILL_TIMEOUT, FILL_BREAK or
+        FILL_ERROR); on FILL_ERROR the message is in .error and the records
+        written before the error are still valid.
         """
-        cdef Py_ssize_t cap_records
         cdef int rc = 0
-        cdef int status
-        cdef int fd = -1
-        cdef long long deadline = 0, left
+        cdef long long deadline, left
         cdef pollfd pfd
-        self._check_open()
-        if buf.shape[0] % sizeof(pkt_record_t):
-            raise ValueError(f"buffer of {buf.shape[0]} bytes is not a whole number of "
-                             f"{sizeof(pkt_record_t)}-byte records")
-        cap_records = buf.shape[0] // sizeof(pkt_record_t)
-        if start < 0 or start > cap_records:
-            raise ValueError(f"start {start} outside a buffer of {cap_records} records")
-        if start == cap_records:
+        if not self._begin_fill(buf, start):
             return 0, FILL_FULL
-        if self.live:
-            fd = pcap_get_selectable_fd(self.p)
-            deadline = monotonic_ms() + wait_ms
-        self.ctx.out = <pkt_record_t*>&buf[0]
-        self.ctx.n = start
-        self.ctx.cap = cap_records
+        pfd.fd = pcap_get_selectable_fd(self.p)
+        pfd.events = POLLIN
+        deadline = monotonic_ms() + wait_ms
         with nogil:
             while self.ctx.n < self.ctx.cap:
-                rc = pcap_dispatch(self.p, <int>min(self.ctx.cap - self.ctx.n, 0x7FFFFFFF),
-                                   on_packet, <unsigned char*>&self.ctx)
-                if not self.live:
-                    if rc <= 0:
-                        break
-                    continue
+                rc = dispatch_some(self.p, &self.ctx)
                 if rc < 0:
                     break
                 left = deadline - monotonic_ms()
                 if left <= 0:
                     break
                 if rc == 0:
-                    pfd.fd = fd
-                    pfd.events = POLLIN
                     pfd.revents = 0
                     if poll(&pfd, 1, <int>left) == 0:
                         break
-        if self.map_base != NULL:
-            self._drop_read_pages()
-        n = self.ctx.n - start
-        self.packets += n
-        self.caplen_bytes = self.ctx.caplen_sum
-        self.ctx.out = NULL
-        if rc == PCAP_ERROR_BREAK:
-            status = FILL_BREAK
-        elif rc < 0:
-            self.error = pcap_geterr(self.p).decode(errors="replace")
-            status = FILL_ERROR
-        elif self.ctx.n == self.ctx.cap:
-            status = FILL_FULL
-        elif self.live:
-            status = FILL_TIMEOUT
-        else:
-            status = FILL_EOF
-        return n, status
+        return self._end_fill(start, rc, FILL_TIMEOUT)
 
     def set_fanout(self, int group_id, int mode=PACKET_FANOUT_HASH, bint defrag=False):
         """Join a Linux PACKET_FANOUT group: the kernel splits the traffic of the
@@ -387,12 +467,10 @@ cdef class Capture:
         so the sockets would see one packet where the wire carried several: it
         stays off, as per-packet counts must not depend on the worker count.
 
-        Raises PcapError if the handle is not a live Linux packet socket.
+        Raises PcapError if the handle is not a Linux packet socket.
         """
         cdef int value = (group_id & 0xFFFF) | (mode << 16)
         self._check_open()
-        if not self.live:
-            raise PcapError("fanout needs a live capture")
         if defrag:
             value |= PACKET_FANOUT_FLAG_DEFRAG << 16
         if setsockopt(pcap_fileno(self.p), SOL_PACKET, PACKET_FANOUT, &value, sizeof(value)) != 0:
@@ -400,28 +478,17 @@ cdef class Capture:
                             f"{strerror(errno).decode()}")
 
     def stats(self):
-        """(received, dropped, if_dropped) from libpcap; (0, 0, 0) for savefiles."""
+        """(received, dropped, if_dropped) from libpcap."""
         cdef pcap_stat st
+        cdef int rc
         self._check_open()
-        if not self.live:
-            return 0, 0, 0
-        if pcap_stats(self.p, &st) != 0:
-            raise PcapError(pcap_geterr(self.p).decode(errors="replace"))
+        rc = pcap_stats(self.p, &st)
+        if rc != 0:
+            raise PcapError(pcap_geterr(self.p).decode(errors="replace"), rc)
         return st.ps_recv, st.ps_drop, st.ps_ifdrop
 
-    def file_offset(self):
-        """Byte offset that libpcap's reader has reached in a savefile."""
-        self._check_open()
-        if self.live:
-            raise ValueError("not a savefile")
-        return ftell(pcap_file(self.p))
-
-    def close(self):
-        """Release the libpcap handle and any mapping (idempotent)."""
-        self._release()
-
     def forget(self):
-        """Drop this process's hold on a live handle's packet socket without
+        """Drop this process's hold on the handle's packet socket without
         libpcap's cleanup, which would tear down the kernel ring that another
         process (which inherited the handle across fork) still reads: unmap the
         ring here (a mapping keeps the socket, and its fanout membership,
@@ -430,7 +497,7 @@ cdef class Capture:
         cdef int fd
         cdef stat_t st
         cdef size_t lo, hi
-        if self.p == NULL or not self.live:
+        if self.p == NULL:
             return
         fd = pcap_fileno(self.p)
         if fstat(fd, &st) == 0:
@@ -443,7 +510,3 @@ cdef class Capture:
                 munmap(<void*>lo, hi - lo)
         c_close(fd)
         self.p = NULL
-
-    cdef _check_open(self):
-        if self.p == NULL:
-            raise ValueError("capture handle is closed")
