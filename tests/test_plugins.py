@@ -21,9 +21,11 @@ MULTI = CORPUS / "ppp_many-protocols.pcap"
 
 
 def _pip_install(source: Path, target: Path) -> None:
-    # Without build isolation when setuptools is here (no download); else pip fetches it.
-    isolation = [] if importlib.util.find_spec("setuptools") is None else \
-        ["--no-build-isolation"]
+    # Without build isolation when setuptools can build wheels here (no download);
+    # else pip fetches a build backend from the package index.
+    local = all(importlib.util.find_spec(m) is not None
+                for m in ("setuptools", "wheel"))
+    isolation = ["--no-build-isolation"] if local else []
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                            "--disable-pip-version-check", *isolation, "--target", str(target),
                            str(source)], capture_output=True, text=True, timeout=300)
