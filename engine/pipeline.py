@@ -336,10 +336,10 @@ class _Pipeline:
     def _open_outputs(self) -> Outputs:
         from .sinks import SinkContext, open_outputs
         opts = self.opts
+        # read and run both have the socket options (pt_engine.options); only run has --user
         ctx = SinkContext(live=self.live, snapshot=self.aggregator.snapshot,
-                          socket_mode=getattr(opts, "socket_mode", 0o600),
-                          socket_group=getattr(opts, "socket_group", None),
-                          subscriber_buffer=getattr(opts, "subscriber_buffer", 16 << 20),
+                          socket_mode=opts.socket_mode, socket_group=opts.socket_group,
+                          subscriber_buffer=opts.subscriber_buffer,
                           user=getattr(opts, "user", None), queue_bytes=opts.output_buffer)
         return open_outputs(opts.outputs, ctx)
 
