@@ -391,20 +391,101 @@ def reduce_records(records, start: int, stop: int, win_end_ns: int, counters, cl
     return i
 
 
-def window_cut(records, start: int, stop: int, win_start_ns: int,
-               win_end_ns: int) -> tuple[int, int]:
-    """(cut, late): the first index in ``records[start:stop]`` whose ``ts_ns`` is at
-    or past ``win_end_ns`` (``stop`` if none; a window ending at ``UINT64_MAX``
-    takes everything), and how many records before it are older than
-    ``win_start_ns``. Raises ValueError for a range outside ``records``."""
-    if not 0 <= start <= stop <= len(records):
-        raise ValueError(f"range [{start}, {stop}) outside {len(records)} records")
-    cut = start
-    late = 0
-    while cut < stop:
-        ts = int(records[cut]["ts_ns"])
-        if ts >= win_end_ns and win_end_ns != UINT64_MAX:
-            break
-        late += ts < win_start_ns
-        cut += 1
-    return cut, late
+DELTA_HEADER_WORDS = 16
+# Row blocks in the order of their protocol names (dccp, sctp, tcp, udp, udplite).
+_NAME_RANK = np.argsort(np.argsort(np.array(["tcp", "udp", "sctp", "udplite", "dccp"])))
+
+
+def _window_start(ts: int, interval: int) -> int:
+    return ts - ts % interval
+
+
+def _window_end(start: int, interval: int) -> int:
+    return min(start + interval, UINT64_MAX)
+
+
+class PortWindows:
+    """Twin of the native ``PortWindows`` (ext/windows.pyx, which documents the
+    delta layout): a capture process's open window, counted with
+    :func:`reduce_records` and handed over as a delta when it closes."""
+
+    def __init__(self, interval_ns: int):
+        if interval_ns <= 0:
+            raise ValueError("the window length must be positive")
+        self.interval_ns = interval_ns
+        self._table = np.zeros((_COUNTER_ROWS, 4), dtype=np.uint64)
+        self._classes = np.zeros((4, 2), dtype=np.uint64)
+        self._touched = np.zeros(_COUNTER_ROWS, dtype=np.uint32)
+        self._state = np.zeros(4, dtype=np.uint64)
+        self._records = 0
+        self._start = self._end = None
+        self.next_ns = 0
+
+    @property
+    def start_ns(self) -> int | None:
+        return self._start
+
+    def _open(self, ts: int) -> None:
+        self._start = _window_start(ts, self.interval_ns)
+        self._end = _window_end(self._start, self.interval_ns)
+        self._state[2] = self._start
+
+    def count(self, records, start: int, stop: int) -> int:
+        view = memoryview(records).cast("B")
+        if view.nbytes % RECORD_DTYPE.itemsize:
+            raise ValueError(f"a buffer of {view.nbytes} bytes is not whole "
+                             f"{RECORD_DTYPE.itemsize}-byte records")
+        recs = np.frombuffer(view, dtype=RECORD_DTYPE)
+        if not 0 <= start <= stop <= len(recs):
+            raise ValueError(f"range [{start}, {stop}) outside {len(recs)} records")
+        if start == stop:
+            return stop
+        if self._start is None:
+            self._open(int(recs[start]["ts_ns"]))
+        try:
+            i = reduce_records(recs, start, stop, self._end, self._table, self._classes,
+                               self._touched, self._state)
+        except ValueError:
+            raise
+        self._records += i - start
+        if i < stop:
+            self.next_ns = int(recs[i]["ts_ns"])
+        return i
+
+    def advance(self, ts_ns: int):
+        if self._start is not None and (ts_ns < self._end or self._end == UINT64_MAX):
+            return None
+        delta = self._take() if self._start is not None else None
+        self._open(ts_ns)
+        return delta
+
+    def finish(self):
+        delta = self._take() if self._start is not None else None
+        self._start = self._end = None
+        return delta
+
+    def _take(self):
+        if self._records == 0:
+            return None
+        rows = self._touched[:int(self._state[0])].astype(np.int64)
+        rows = rows[np.argsort(_NAME_RANK[rows >> 16] * N_PORTS + (rows & 0xFFFF))]
+        head = np.zeros(DELTA_HEADER_WORDS, dtype="<u8")
+        head[:4] = (self._start, self._end, self._records, int(self._state[3]))
+        head[4:12] = self._classes.reshape(-1)
+        head[12] = len(rows)
+        row_bytes = rows.astype("<u4").tobytes()
+        row_bytes += bytes(-len(row_bytes) % 8)
+        delta = head.tobytes() + row_bytes + self._table[rows].astype("<u8").tobytes()
+        self._table[rows] = 0
+        self._classes[:] = 0
+        self._state[0] = self._state[3] = 0
+        self._records = 0
+        return delta
+
+
+def encode_port_rows(rows, values) -> bytes:
+    """Twin of the native encoder: msgpack of the port rows (msgpack-python's bytes)."""
+    import msgpack
+    names = ("tcp", "udp", "sctp", "udplite", "dccp")
+    return msgpack.packb([[names[int(r) >> 16], int(r) & 0xFFFF, *map(int, v)]
+                          for r, v in zip(rows, values)], use_bin_type=True)

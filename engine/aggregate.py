@@ -1,14 +1,20 @@
-"""The aggregator: records from N capture processes, merged in time order and cut
-into windows, handed to the analysers (pt_engine.analysers).
+"""The aggregator: per-window deltas from N capture processes, merged window by
+window and handed to the analysers (pt_engine.analysers).
 
 Windows are cut by packet timestamps (counting-rules section 6): window k
 covers [k * interval, (k + 1) * interval) in ns since the epoch, so reading a
-file twice gives the same windows. Sources are merged in time order: a window
-closes only when every source has shown it is at or past the window's end,
-with a record (files) or a watermark (live sources report one while idle). A
-record older than the open window (a clock stepping back, or a live packet
-delivered late) is counted in the open window and reported in
-``late_packets``.
+file twice gives the same windows. Each capture process cuts and counts its
+own records (pt_engine.counting) and sends one delta per window it closes,
+in window order, with its frontier: no later delta of it is for a window
+before the frontier. A window closes here once every capture process's
+frontier is past it (a finished one's is the end of time): its deltas are
+merged by the analysers and the window record is emitted. Windows close in
+time order, so several files are merged in time order.
+
+A record older than its capture process's open window (a clock stepping
+back, a live packet delivered late) is counted in that open window and
+reported in ``late_packets``. Live, a delta for a window already emitted
+(a restarted capture process) goes into the next window, as late.
 
 File mode emits only windows with packets; live mode emits every window, so
 that consumers see a record per interval even on a quiet link.
@@ -20,14 +26,13 @@ the records are built by pt_engine.stream.
 """
 from __future__ import annotations
 
-from collections import deque
 from multiprocessing import connection
 from typing import TYPE_CHECKING, Callable
 
 from . import records, stream
-from .backend import core
+from .counting import WindowDelta
 from .errors import TransportError
-from .transport import Consumer, Done, Progress
+from .transport import Consumer, Delta, Done, Progress
 
 if TYPE_CHECKING:
     from .analysers import Analyser
@@ -36,87 +41,64 @@ UINT64_MAX = records.UINT64_MAX
 
 
 class CaptureFeed:
-    """One capture process's messages and batches, consumed in order."""
+    """One capture process's messages: its frontier, counters and end."""
 
     def __init__(self, consumer: Consumer, group: int, source: int):
         self.consumer = consumer
         self.group = group
         self.source = source
-        self.queue: deque[tuple[int, int]] = deque()
-        self.batch = None
-        self.slot: int | None = None
-        self.pos = 0
-        self.n = 0
-        self.watermark: int | None = None
+        self.frontier: int | None = None
         self.stats: dict = {}
         self.done: Done | None = None
 
-    def pump(self) -> None:
-        """Take every message waiting on the pipe (never blocks)."""
+    def pump(self, deliver: Callable[[CaptureFeed, WindowDelta], None]) -> bool:
+        """Take every message waiting on the pipe (never blocks); deltas go to
+        `deliver`. True if anything came."""
+        came = False
         try:
             while self.done is None and self.consumer.conn.poll(0):
-                self._handle(self.consumer.receive())
+                self._handle(self.consumer.receive(), deliver)
+                came = True
         except (TransportError, OSError) as err:
             self.done = Done("error", self.stats, "TransportError", str(err))
+        return came
 
-    def _handle(self, msg) -> None:
-        if isinstance(msg, Done):
+    def _handle(self, msg, deliver) -> None:
+        if isinstance(msg, Delta):
+            deliver(self, msg.window)
+            self.frontier = msg.frontier_ns
+        elif isinstance(msg, Done):
             self.done = msg
             self.stats = {**self.stats, **msg.stats}
         elif isinstance(msg, Progress):
-            self.watermark = msg.watermark_ns
+            if msg.frontier_ns is not None:
+                self.frontier = msg.frontier_ns
             self.stats = msg.stats
-        elif isinstance(msg, tuple):
-            slot, n = msg
-            if n:
-                self.queue.append((slot, n))
-            else:
-                self.consumer.release(slot)
-
-    def _load(self) -> bool:
-        if self.batch is None and self.queue:
-            self.slot, self.n = self.queue.popleft()
-            self.pos = 0
-            self.batch = self.consumer.ring.records[self.slot]
-        return self.batch is not None
 
     @property
     def finished(self) -> bool:
-        """Ended and fully consumed."""
-        return self.done is not None and self.batch is None and not self.queue
+        return self.done is not None
 
-    def frontier(self) -> int | None:
-        """No record still to come from this feed is older than this (None: unknown)."""
-        if self._load():
-            return int(self.batch["ts_ns"][self.pos])
-        if self.done is not None:
-            return UINT64_MAX
-        return self.watermark
+    def limit(self) -> int | None:
+        """No delta still to come from this feed is for a window before this
+        (None: not known yet)."""
+        return UINT64_MAX if self.done is not None else self.frontier
 
-    def has_records(self) -> bool:
-        return self._load()
 
-    def consume(self, cut, win_start_ns: int, win_end_ns: int, take) -> tuple[int, int]:
-        """Hand the records before win_end_ns to `take(batch, start, stop)`;
-        returns (records taken, late records among them)."""
-        taken = late = 0
-        while self._load():
-            stop, n_late = cut(self.batch, self.pos, self.n, win_start_ns, win_end_ns)
-            if stop > self.pos:
-                take(self.batch, self.pos, stop)
-                taken += stop - self.pos
-                late += n_late
-            self.pos = stop
-            if stop < self.n:
-                break
-            self.batch = None
-            self.consumer.release(self.slot)
-            self.slot = None
-        return taken, late
+class _Open:
+    """A window some capture process has sent a delta for."""
+
+    __slots__ = ("end", "records", "late", "parts")
+
+    def __init__(self, end: int):
+        self.end = end
+        self.records = 0
+        self.late = 0
+        self.parts: list[tuple[CaptureFeed, WindowDelta]] = []
 
 
 class Aggregator:
-    """Merges the feeds, cuts windows, runs the analysers and emits stream records.
+    """Merges the feeds' deltas, closes windows, runs the analysers and emits records.
 
     `emit` receives each window (pt_engine.stream.window) as a dict. `live`
     emits empty windows too, with the capture processes' counters.
@@ -130,16 +112,12 @@ class Aggregator:
         self.live = live
         self.feeds: list[CaptureFeed] = []
         self.source_info: dict[int, dict] = {}
-        self.win_start: int | None = None
-        self.win_end: int | None = None
-        self.next_start: int | None = None
+        self.open: dict[int, _Open] = {}
+        self.next_start: int | None = None     # live: the next window to emit
         self.first_ns: int | None = None
         self.last_end_ns: int | None = None
         self.windows = 0
         self.late_packets = 0
-        self._in_window = 0          # records of the open window
-        self._late_in_window = 0
-        self._cut = core().window_cut
 
     def add_feed(self, consumer: Consumer, group: int, source: int) -> CaptureFeed:
         """Start consuming one capture process; `source` indexes the hello's sources."""
@@ -151,85 +129,95 @@ class Aggregator:
         """Consume every feed to its end; `idle` runs whenever nothing can progress
         (and at least every `tick` seconds while waiting); it may add feeds."""
         while True:
+            came = False
             for feed in self.feeds:
-                feed.pump()
-            progressed = self._step()
+                came |= feed.pump(self._deliver)
+            closed = self._close_ready()
             if all(f.finished for f in self.feeds):
                 if idle is not None:
                     idle()      # may restart a capture process, adding a feed
                 if all(f.finished for f in self.feeds):
                     break
                 continue
-            if not progressed:
+            if not (came or closed):
                 waiting = [f.consumer.conn for f in self.feeds if f.done is None]
                 if waiting:
                     connection.wait(waiting, tick)
                 if idle is not None:
                     idle()
-        self.close_window()
+        self._close_ready(final=True)
 
-    def _step(self) -> bool:
-        feeds = [f for f in self.feeds if not f.finished]
-        if not feeds:
+    def _deliver(self, feed: CaptureFeed, delta: WindowDelta) -> None:
+        start, late = delta.start_ns, delta.late
+        if self.live and self.next_start is not None and start < self.next_start:
+            start, late = self.next_start, delta.records     # its window is gone: late
+        window = self.open.get(start)
+        if window is None:
+            window = self.open[start] = _Open(max(delta.end_ns, self._end(start)))
+        window.records += delta.records
+        window.late += late
+        window.parts.append((feed, delta))
+
+    def _end(self, start: int) -> int:
+        return min(start + self.interval_ns, UINT64_MAX)
+
+    def _close_ready(self, final: bool = False) -> bool:
+        """Close every window no capture process can still add to; True if any."""
+        limits = [f.limit() for f in self.feeds]
+        if final:
+            limit = UINT64_MAX
+        elif not limits or None in limits:
             return False
-        if self.win_end is None and not self._open_window(feeds):
-            return False
-        moved = False
-        for feed in feeds:
-            taken, late = feed.consume(self._cut, self.win_start, self.win_end,
-                                       self._taker(feed.group))
-            if taken:
-                moved = True
-                self._in_window += taken
-                self._late_in_window += late
-        fronts = [f.frontier() for f in feeds]
-        if all(x is not None and x >= self.win_end for x in fronts):
-            self.close_window()
-            return True
-        return moved
-
-    def _taker(self, group: int):
-        def take(batch, start: int, stop: int) -> None:
-            for analyser in self.analysers:
-                analyser.consume(batch, start, stop, group)
-        return take
-
-    def _open_window(self, feeds: list[CaptureFeed]) -> bool:
-        if self.live and self.next_start is not None:
-            start = self.next_start
         else:
-            # Every source must have spoken: one that has not could still send
-            # records older than the others' first ones.
-            fronts = [f.frontier() for f in feeds]
-            if any(x is None for x in fronts):
+            limit = min(limits)
+        closed = False
+        if not self.live:
+            for start in sorted(s for s in self.open if s < limit or limit == UINT64_MAX):
+                self._close(start)
+                closed = True
+            return closed
+        if self.next_start is None:
+            heads = list(self.open) + ([limit - limit % self.interval_ns]
+                                       if limit != UINT64_MAX else [])
+            if not heads:
                 return False
-            heads = [f.frontier() for f in feeds if f.has_records()] or fronts
-            start = min(heads) - min(heads) % self.interval_ns
-        self.win_start = start
-        self.win_end = min(start + self.interval_ns, UINT64_MAX)
-        if self.first_ns is None:
-            self.first_ns = start
-        return True
+            self.next_start = min(heads)
+        # At the end of time, the windows up to the last one with packets.
+        last = max(self.open, default=-1) if limit == UINT64_MAX else None
+        while self.next_start is not None:
+            end = self._end(self.next_start)
+            if self.next_start > last if last is not None else end > limit:
+                break
+            self._close(self.next_start)
+            closed = True
+            self.next_start = end if end != UINT64_MAX else None
+        return closed
 
-    def close_window(self) -> None:
-        """Emit the open window (if it holds packets, or always when live); the
-        analysers fold it into their totals."""
-        if self.win_end is None:
-            return
+    def _close(self, start: int) -> None:
+        """Merge and emit one window (if it holds packets, or always when live);
+        the analysers fold it into their totals."""
+        window = self.open.pop(start, None) or _Open(self._end(start))
+        by_name = {a.name: a for a in self.analysers}
+        ports = by_name.get("ports")
+        for feed, delta in window.parts:
+            if ports is not None:
+                ports.merge(delta.ports, feed.group)
+            for name, part in delta.extra.items():
+                if name in by_name:
+                    by_name[name].merge(part, feed.group)
         analysed = {}
         for analyser in self.analysers:
-            analysed.update(analyser.window(self.win_start, self.win_end))
-        if self._in_window or self.live:
-            late = self._late_in_window
-            self.emit(stream.window(self.win_start, self.win_end, analysed, late,
+            analysed.update(analyser.window(start, window.end))
+        if window.records or self.live:
+            self.emit(stream.window(start, window.end, analysed, window.late,
                                     self.source_stats() if self.live else None))
             self.windows += 1
-            self.late_packets += late
-            self.last_end_ns = self.win_end
-        self._in_window = self._late_in_window = 0
-        self.next_start = self.win_end
-        self.win_start = self.win_end = None
-
+            self.late_packets += window.late
+            if self.first_ns is None:
+                self.first_ns = start
+            self.last_end_ns = window.end
+        for feed, _ in window.parts:
+            feed.consumer.ack()
     def source_stats(self) -> list[dict]:
         """Latest counters of every capture process (cumulative, as libpcap gives them)."""
         out = []

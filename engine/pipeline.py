@@ -1,13 +1,15 @@
-"""Wiring: capture processes -> shared-memory rings -> aggregator -> observers -> sinks.
+"""Wiring: capture processes -> per-window deltas -> aggregator -> observers -> sinks.
 
 The calling process is the aggregator. It forks one capture process per
 source (a file, or an interface; N per interface joined by PACKET_FANOUT),
-each with its own Ring; every capture process opens its source and answers
-READY (or fails the run before any output), then hands over batches of
-records. The aggregator merges them in time order and cuts windows
-(pt_engine.aggregate), the analysers fill them (pt_engine.analysers), the
-observers add records (pt_engine.observers), and every record goes to each
-output (pt_engine.sinks).
+each with a pipe of its own; every capture process opens its source and
+answers READY (or fails the run before any output), then parses its frames
+into records and counts them into windows itself (pt_engine.counting),
+handing over one delta per closed window (pt_engine.transport). The
+aggregator merges the windows of every capture process in time order
+(pt_engine.aggregate), the analysers turn them into fields
+(pt_engine.analysers), the observers add records (pt_engine.observers), and
+every record goes to each output (pt_engine.sinks).
 
 An output whose failure policy is "stop" (stdout, a file, a recording) that
 fails stops the run as a signal would, except that the error is reported:
@@ -36,7 +38,7 @@ from .errors import EngineError
 from .log import log
 from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, InterfaceSpec, LiveSource, enter_netns,
                       netns_entered, offload_warning, open_source, spare_handle)
-from .transport import Consumer, Done, Producer, Ring
+from .transport import Consumer, Credits, Done, Producer
 
 if TYPE_CHECKING:
     from .aggregate import CaptureFeed
@@ -45,8 +47,7 @@ if TYPE_CHECKING:
 FLUSH_MS = 50          # a live capture process hands over a partial slot this often
 RESTARTS = 3           # a live capture process that dies is restarted at most this often
 STOP_GRACE_S = 2.0     # a capture process asked to stop is killed after this long
-RING_SLOTS = 8         # shared-memory slots per capture process...
-SLOT_RECORDS = 32768   # ...of this many records each
+BATCH_RECORDS = 8192   # records a capture process parses before it counts them
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -88,10 +89,28 @@ def _capture_entry(parent: int, inherited: list, handles: list, target, args: tu
     target(*args)
 
 
-def _file_capture_main(kind: str, args: tuple, ring: Ring, conn) -> None:
-    """Body of a file capture process: open, say READY, read into the ring to the end."""
-    producer = Producer(ring, conn)
+@dataclass(frozen=True)
+class CountingSpec:
+    """What a capture process counts: the analysers' context and names."""
+
+    ctx: object            # pt_engine.analysers.AnalyserContext
+    analysers: tuple[str, ...]
+
+    def start(self):
+        from .counting import CaptureCounting
+        return CaptureCounting.for_analysers(self.ctx, self.analysers)
+
+
+def _record_buffer() -> memoryview:
+    return memoryview(bytearray(BATCH_RECORDS * records.RECORD_SIZE))
+
+
+def _file_capture_main(kind: str, args: tuple, counting: CountingSpec, conn,
+                       credits: Credits) -> None:
+    """Body of a file capture process: open, say READY, read and count to the end."""
+    producer = Producer(conn, credits)
     try:
+        windows = counting.start()      # loads the analysers' counters: may fail
         source = open_source(kind, *args)
     except EngineError as err:
         producer.finish(Done("error", {}, type(err).__name__, str(err)))
@@ -99,16 +118,21 @@ def _file_capture_main(kind: str, args: tuple, ring: Ring, conn) -> None:
     stopping = _stop_on_sigterm()
     producer.ready(source.describe())
     try:
+        buf = _record_buffer()
+        told = None             # the frontier the aggregator knows
         while True:
-            slot = producer.acquire(stopping)
-            if slot is None:
-                producer.finish(Done("interrupted", source.stats().__dict__))
-                return
-            n, status = source.fill(ring.slot_bytes(slot))
-            if n:
-                producer.publish(slot, n)
+            n, status = source.fill(buf)
+            for delta in windows.feed(buf, n):
+                told = windows.frontier_ns
+                producer.delta(delta, told, stopping)
+            if windows.frontier_ns != told:     # a first window, or one after a gap
+                told = windows.frontier_ns
+                producer.progress(told, source.stats())
             if status == FILL_FULL and not stopping:
                 continue
+            last = windows.finish()
+            if last is not None:
+                producer.delta(last, None, stopping)
             stats = source.stats().__dict__
             if stopping:
                 producer.finish(Done("interrupted", stats))
@@ -141,15 +165,18 @@ class LiveSpec:
     netns_path: str | None = None
 
 
-def _live_capture_main(spec: LiveSpec, ring: Ring, conn, handle=None) -> None:
+def _live_capture_main(spec: LiveSpec, counting: CountingSpec, conn, credits: None,
+                       handle=None) -> None:
     """Body of a live capture process: open the device, READY, drop root, capture.
 
-    Hands over a slot when it is full or every FLUSH_MS, with a watermark so
-    that windows close on a quiet link; when the aggregator has no free slot,
-    keeps reading and counts the packets as transport drops.
+    Counts every packet into its windows; every FLUSH_MS it advances them to
+    its watermark (closing a window whose end it passed) and reports its
+    frontier and counters, so that windows close on a quiet link too.
     """
-    producer = Producer(ring, conn)
+    producer = Producer(conn)
     try:
+        # Loads the analysers' counters (may fail), before root is dropped.
+        windows = counting.start()
         if spec.netns_path is not None and handle is None:
             enter_netns(spec.netns_path)     # before the handle: it captures there
         source = LiveSource(spec.device, spec.iface, spec.bpf, spec.snaplen, spec.buffer_bytes,
@@ -169,36 +196,34 @@ def _live_capture_main(spec: LiveSpec, ring: Ring, conn, handle=None) -> None:
     except EngineError as err:
         producer.finish(Done("error", {}, type(err).__name__, str(err)))
         return
-    scratch = memoryview(bytearray(4096 * records.RECORD_SIZE))
+    buf = _record_buffer()
     # A packet can wait in a kernel block up to the read timeout before we see it.
     grace_ns = 2 * source.timeout_ms * 1_000_000
-    slot, pos, last_flush = None, 0, time.monotonic()
+    last_flush = time.monotonic()
     try:
         while not stopping:
             started_ns = time.time_ns()
-            if slot is None:
-                slot, pos = producer.try_acquire(), 0
-            if slot is None:
-                n, status = source.drop(scratch)
-                if n == 0:
-                    time.sleep(0.001)
-            else:
-                n, status = source.fill(ring.slot_bytes(slot), pos, FLUSH_MS)
-                pos += n
+            n, status = source.fill(buf, 0, FLUSH_MS)
+            for delta in windows.feed(buf, n):
+                producer.delta(delta, windows.frontier_ns)
             now = time.monotonic()
-            if status == FILL_ERROR or now - last_flush >= FLUSH_MS / 1000 or status == FILL_FULL:
-                if slot is not None and pos:
-                    producer.publish(slot, pos)
-                    slot = None
-                producer.progress(started_ns - grace_ns, source.stats())
+            if status == FILL_ERROR or now - last_flush >= FLUSH_MS / 1000:
+                delta = windows.advance(max(0, started_ns - grace_ns))
+                if delta is not None:
+                    producer.delta(delta, windows.frontier_ns)
+                producer.progress(windows.frontier_ns, source.stats())
                 last_flush = now
             if status == FILL_ERROR:
+                last = windows.finish()
+                if last is not None:
+                    producer.delta(last, None)
                 err = source.failure()
                 producer.finish(Done("error", source.stats().__dict__, type(err).__name__,
                                      str(err)))
                 return
-        if slot is not None and pos:
-            producer.publish(slot, pos)
+        last = windows.finish()
+        if last is not None:
+            producer.delta(last, None)
         producer.finish(Done("interrupted", source.stats().__dict__))
     finally:
         source.close()
@@ -250,7 +275,6 @@ class _Pipeline:
         self.workers: list[_Worker] = []
         self.sources: list[dict] = []
         self._ctx = multiprocessing.get_context("fork")
-        self._rings: list[Ring] = []
         self._deadline: float | None = None
         self._outputs: Outputs | None = None
         self._fatal: EngineError | None = None
@@ -260,7 +284,7 @@ class _Pipeline:
         raise NotImplementedError
 
     def _targets(self) -> list[tuple[int, object, tuple]]:
-        """(group, target function, args without ring and conn) per capture process."""
+        """(group, target function, args without the counting and conn) per capture process."""
         raise NotImplementedError
 
     def _before_stream(self, outputs: Outputs) -> None:
@@ -317,20 +341,24 @@ class _Pipeline:
             self._stop_workers()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            for ring in self._rings:
-                ring.close()
         fatal = self._fatal or outputs.fatal
         if fatal is not None:
             raise fatal
         if failures and not self.live:
             raise _rebuild(failures[0])
 
+    def _counting(self) -> CountingSpec:
+        from .analysers import ALWAYS, AnalyserContext
+        ctx = AnalyserContext(tuple(self._groups()), self.opts.interval_ns, self.opts.ports,
+                              self.live)
+        return CountingSpec(ctx, tuple(dict.fromkeys((*ALWAYS, *self.opts.analysers))))
+
     def _aggregator(self):
         from . import analysers
         from .aggregate import Aggregator
-        ctx = analysers.AnalyserContext(tuple(self._groups()), self.opts.interval_ns,
-                                        self.opts.ports, self.live)
-        return Aggregator(self.opts.interval_ns, analysers.create(self.opts.analysers, ctx),
+        counting = self._counting()
+        return Aggregator(self.opts.interval_ns,
+                          analysers.create(counting.analysers, counting.ctx),
                           emit=lambda record: None, live=self.live)
 
     def _open_outputs(self) -> Outputs:
@@ -354,19 +382,19 @@ class _Pipeline:
             self._ask_workers_to_stop(signal.SIGTERM)    # counted so far: into the summary
 
     def _spawn(self, source_id: int, group: int, target, args, handle=None) -> _Worker:
-        ring = Ring(RING_SLOTS, SLOT_RECORDS)
-        self._rings.append(ring)
         here, there = self._ctx.Pipe(duplex=True)
+        credits = None if self.live else Credits()
         inherited = [here] + [w.consumer.conn for w in self.workers]
         others = [h for h in self._handles() if h is not handle]
         start = target if handle is None else functools.partial(target, handle=handle)
         proc = self._ctx.Process(target=_capture_entry, name=f"pt-engine capture {source_id}",
                                  args=(os.getpid(), inherited, others, start,
-                                       (*args, ring, there)),
+                                       (*args, self._counting(), there, credits)),
                                  daemon=True)
         proc.start()
         there.close()
-        worker = _Worker(proc, Consumer(ring, here), source_id, (group, target, args),
+        worker = _Worker(proc, Consumer(here, credits), source_id,
+                         (group, target, args),
                          handle=handle)
         self.workers.append(worker)
         return worker

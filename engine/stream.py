@@ -19,6 +19,8 @@ or JSON lines; sinks (pt_engine.sinks) call them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+
 import msgpack
 
 from . import __version__
@@ -54,6 +56,58 @@ COL = _Columns()
 def row_key(row: list) -> tuple[str, int]:
     """(proto, port) of a port row."""
     return row[COL.proto], row[COL.port]
+
+
+_PROTO_NAMES = ("tcp", "udp", "sctp", "udplite", "dccp")    # by counter-row block
+
+
+class PortRows(Sequence):
+    """The ``ports`` value of a window or summary, kept as arrays: counter rows
+    (``proto_row << 16 | port``, pt_engine.records) in stream order and their
+    (in_packets, in_bytes, out_packets, out_bytes).
+
+    The msgpack encoder writes it natively, without a Python list per row; to
+    Python code (observers, JSON) it is the list of PORT_ROW rows it stands for.
+    """
+
+    __slots__ = ("rows", "values", "_list")
+
+    def __init__(self, rows, values):
+        self.rows = rows
+        self.values = values
+        self._list: list | None = None
+
+    def tolist(self) -> list[list]:
+        """The rows as lists (built once)."""
+        if self._list is None:
+            rows = self.rows.tolist()
+            names = [_PROTO_NAMES[r >> 16] for r in rows]
+            ports = [r & 0xFFFF for r in rows]
+            self._list = list(map(list, zip(names, ports, *self.values.T.tolist())))
+        return self._list
+
+    def msgpack(self) -> bytes:
+        """The msgpack array of the rows, as msgpack-python would write the lists."""
+        import numpy as np
+        from .backend import core
+        return core().encode_port_rows(np.ascontiguousarray(self.rows, dtype=np.uint32),
+                                       np.ascontiguousarray(self.values, dtype=np.uint64)
+                                       .reshape(-1, 4))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.tolist()[index]
+
+    def __iter__(self):
+        return iter(self.tolist())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"PortRows({self.tolist()!r})"
 
 
 # --- records ---------------------------------------------------------------------------
@@ -147,14 +201,38 @@ def _alert_fields(kind, rule, scope, proto, port, direction, metric, op, value, 
 
 # --- encoding --------------------------------------------------------------------------
 
+_COUNTED = ("window", "summary", "snapshot")     # records that may hold PortRows
+
+
 def encoder(fmt: str):
     """A function record -> bytes for 'msgpack' or 'json' (one line per record)."""
     if fmt == "msgpack":
         packer = msgpack.Packer(use_bin_type=True)
-        return packer.pack
+
+        def pack_value(value) -> bytes:
+            # The bytes Packer.pack would write, with PortRows encoded natively.
+            if isinstance(value, PortRows):
+                return value.msgpack()
+            if isinstance(value, dict):
+                return packer.pack_map_header(len(value)) + b"".join(
+                    packer.pack(k) + pack_value(v) for k, v in value.items())
+            if isinstance(value, list):
+                return packer.pack_array_header(len(value)) + b"".join(map(pack_value, value))
+            return packer.pack(value)
+
+        def pack(record: dict) -> bytes:
+            return pack_value(record) if record.get("type") in _COUNTED else packer.pack(record)
+        return pack
     if fmt == "json":
-        return lambda record: json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        return lambda record: json.dumps(record, separators=(",", ":"),
+                                         default=_plain).encode() + b"\n"
     raise ValueError(f"unknown stream format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _plain(value):
+    if isinstance(value, PortRows):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not part of the stream format")
 
 
 def decode(data: bytes, fmt: str = "msgpack") -> list[dict]:

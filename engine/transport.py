@@ -1,95 +1,66 @@
-"""Shared-memory hand-off of parsed records from capture processes to the aggregator.
+"""Hand-off from capture processes to the aggregator: per-window deltas on a pipe.
 
-Layout. Each capture process gets one segment (an anonymous shared mapping)
-holding ``slots`` slots of ``slot_records`` records each; a record is a
-RECORD_DTYPE / pkt_record_t of 56 bytes (ext/records.pxd), so slot k starts
-at byte ``k * slot_records * 56``. No header: the slot protocol travels on a
-pipe, one small message per batch, never packet data:
+Records never leave the capture process that parsed them (pt_engine.counting
+counts them there); what travels is one message per closed window and a few
+control messages, each a pipe message of its own:
 
-    capture -> aggregator   READY  description             (source opened; first message)
-                            BATCH  slot, records           (slot now owned by the aggregator)
-                            PROGRESS watermark, stats      (live: no record older than the
-                                                            watermark will follow; counters)
-                            DONE   kind, stats, message    (end of source or its error)
-    aggregator -> capture   FREE   slot                    (slot owned by the capture again)
+    capture -> aggregator   READY    description           (source opened; first message)
+                            DELTA    frontier, window delta (a closed window of this source)
+                            PROGRESS frontier, stats       (live heartbeat: counters, and
+                                                            no later delta is for a window
+                                                            before the frontier)
+                            DONE     kind, stats, message  (end of source or its error)
 
-A capture process fills slots in round-robin order and never has more than
-``slots`` batches in flight, so the two sides never touch the same slot.
+Flow control (files): a capture process has at most CREDITS deltas whose
+window the aggregator has not yet emitted, so that a fast file cannot pile
+windows up in the aggregator while a slower one lags behind. The aggregator
+counts the emitted ones in a shared 8-byte counter (``Credits``, an
+anonymous shared mapping made before the fork), never on the pipe: a
+message back could fill the pipe while the capture process is blocked
+sending a large delta, and both would wait for ever. Live capture processes
+never wait (their windows close with the clock).
 
-Lifetime. The pipeline (the creator) maps every segment before it forks the
-capture processes, which inherit the mapping across fork. The segment has
-no name: nothing can leak in /dev/shm even if every process is killed with
-SIGKILL, and no resource-tracker process is needed (multiprocessing's
-shared_memory would start one, which would outlive a privilege drop as
-root). Children only ever close() their view.
+A DELTA carries PortWindows' byte layout (ext/windows.pyx) as it is, and
+the other analysers' deltas pickled; the largest, a window with every one
+of the 327,680 rows in use, is about 12 MB.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
+import pickle
 import struct
+import time
 from dataclasses import dataclass
 
+from .counting import WindowDelta
 from .errors import TransportError
-from . import records as _records
-from .records import RECORD_SIZE
 
-MSG_BATCH = 1
+MSG_DELTA = 1
 MSG_DONE = 2
 MSG_READY = 3
 MSG_PROGRESS = 4
-_BATCH = struct.Struct("<BII")       # type, slot, records
-_PROGRESS = struct.Struct("<BQQQQQ")  # type, watermark_ns, received, dropped, if_dropped, transport_dropped
-_FREE = struct.Struct("<I")          # slot
+NO_FRONTIER = (1 << 64) - 1      # PROGRESS before the source's first window
+_DELTA = struct.Struct("<BQQ")    # type, frontier_ns, length of the ports delta
+_PROGRESS = struct.Struct("<BQQQQQ")  # type, frontier_ns, received, dropped, if_dropped, transport_dropped
+CREDITS = 8                      # unacknowledged deltas a file capture process may have
 
 
-class Ring:
-    """One capture process's slots in a shared-memory segment (see module doc)."""
+@dataclass
+class Delta:
+    """A closed window of one capture process, and its new frontier."""
 
-    def __init__(self, slots: int, slot_records: int):
-        if slots < 2 or slot_records < 1:
-            raise ValueError(f"a ring needs >= 2 slots of >= 1 record, not {slots} x {slot_records}")
-        self.slots = slots
-        self.slot_records = slot_records
-        size = slots * slot_records * RECORD_SIZE
-        try:
-            self._map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
-        except OSError as err:
-            raise TransportError(f"cannot map a {size >> 20} MiB shared-memory segment "
-                                 f"({err.strerror})") from err
-        self._buf = memoryview(self._map)
-        self._records = None
-
-    @property
-    def records(self):
-        """The slots as a (slots, slot_records) RECORD_DTYPE array (the aggregator's
-        view; numpy is imported on first use, never by a capture process)."""
-        if self._records is None:
-            import numpy as np
-            self._records = np.ndarray((self.slots, self.slot_records),
-                                       dtype=_records.RECORD_DTYPE, buffer=self._buf)
-        return self._records
-
-    def slot_bytes(self, slot: int) -> memoryview:
-        """Writable bytes of one slot, for Capture.fill()."""
-        return self._buf[slot * self.slot_records * RECORD_SIZE:
-                             (slot + 1) * self.slot_records * RECORD_SIZE]
-
-    def close(self) -> None:
-        """Drop this process's mapping; arrays built on it must be gone first."""
-        self._records = None
-        try:
-            self._buf.release()
-            self._map.close()
-        except BufferError:
-            pass   # a caller still holds a view; the mapping goes with the process
+    frontier_ns: int
+    window: WindowDelta
 
 
 @dataclass
 class Progress:
-    """A live source's heartbeat: its watermark and its cumulative counters."""
+    """A live source's heartbeat: its frontier (None before its first window)
+    and its cumulative counters."""
 
-    watermark_ns: int
+    frontier_ns: int | None
     stats: dict
 
 
@@ -103,49 +74,48 @@ class Done:
     message: str | None = None
 
 
+class Credits:
+    """Deltas of one file capture process that the aggregator has emitted: a
+    counter in an anonymous shared mapping, written by the aggregator only."""
+
+    def __init__(self):
+        self._map = mmap.mmap(-1, 8, flags=mmap.MAP_SHARED)
+        self._count = ctypes.c_uint64.from_buffer(self._map)   # an aligned 8-byte word
+
+    @property
+    def emitted(self) -> int:
+        return self._count.value
+
+    def add(self) -> None:
+        self._count.value += 1
+
+
 class Producer:
-    """The capture-process end: hands slots over and takes them back."""
+    """The capture-process end. `credits`: the shared count of emitted deltas
+    (file sources), or None: never wait (live sources)."""
 
-    def __init__(self, ring: Ring, conn):
-        self.ring = ring
+    def __init__(self, conn, credits: Credits | None = None):
         self.conn = conn
-        self._next = 0
-        self._in_flight = 0
+        self.credits = credits
+        self._sent = 0
 
-    def acquire(self, stopping=()) -> int | None:
-        """The next slot to fill, waiting for the aggregator to free one if needed;
-        None once `stopping` (a list a signal handler appends to) is non-empty."""
-        while self._in_flight >= self.ring.slots:
-            if stopping:
-                return None
-            if self.conn.poll(0.1):
-                self._take_free()
-        return self._next
+    def delta(self, window: WindowDelta, frontier_ns: int | None, stopping=()) -> None:
+        """Hand over a closed window; with credits, first wait until fewer than
+        CREDITS are not yet emitted (not once `stopping`, a list a signal
+        handler appends to, is non-empty: a stopping source sends what it has)."""
+        if self.credits is not None:
+            while self._sent - self.credits.emitted >= CREDITS and not stopping:
+                time.sleep(0.001)
+            self._sent += 1
+        extra = pickle.dumps(window.extra) if window.extra else b""
+        self.conn.send_bytes(_DELTA.pack(MSG_DELTA, _frontier(frontier_ns), len(window.ports))
+                             + window.ports + extra)
 
-    def _take_free(self) -> None:
-        try:
-            self.conn.recv_bytes()
-        except (EOFError, OSError) as err:
-            raise TransportError("the aggregator went away") from err
-        self._in_flight -= 1
-
-    def try_acquire(self) -> int | None:
-        """The next slot to fill if one is free now, else None (never blocks)."""
-        while self._in_flight >= self.ring.slots and self.conn.poll(0):
-            self._take_free()
-        return self._next if self._in_flight < self.ring.slots else None
-
-    def progress(self, watermark_ns: int, stats) -> None:
-        """Report the watermark and the source's counters (a SourceStats)."""
-        self.conn.send_bytes(_PROGRESS.pack(MSG_PROGRESS, watermark_ns, stats.received,
-                                            stats.dropped, stats.if_dropped,
+    def progress(self, frontier_ns: int | None, stats) -> None:
+        """Report the frontier and the source's counters (a SourceStats)."""
+        self.conn.send_bytes(_PROGRESS.pack(MSG_PROGRESS, _frontier(frontier_ns),
+                                            stats.received, stats.dropped, stats.if_dropped,
                                             stats.transport_dropped))
-
-    def publish(self, slot: int, n: int) -> None:
-        """Hand `n` records in `slot` to the aggregator."""
-        self.conn.send_bytes(_BATCH.pack(MSG_BATCH, slot, n))
-        self._in_flight += 1
-        self._next = (slot + 1) % self.ring.slots
 
     def ready(self, description: dict) -> None:
         """Tell the aggregator the source is open, and what it is."""
@@ -156,16 +126,19 @@ class Producer:
         self.conn.send_bytes(bytes([MSG_DONE]) + json.dumps(done.__dict__).encode())
 
 
-class Consumer:
-    """The aggregator end of one capture process's ring."""
+def _frontier(ns: int | None) -> int:
+    return NO_FRONTIER if ns is None else ns
 
-    def __init__(self, ring: Ring, conn):
-        self.ring = ring
+
+class Consumer:
+    """The aggregator end of one capture process's pipe (and its Credits, if any)."""
+
+    def __init__(self, conn, credits: Credits | None = None):
         self.conn = conn
+        self.credits = credits
 
     def receive(self):
-        """Block for the next message: (slot, n) for a batch, a Progress, a Done, or
-        a dict (READY).
+        """Block for the next message: a Delta, a Progress, a Done, or a dict (READY).
 
         Raises TransportError if the capture process died without a word.
         """
@@ -173,23 +146,23 @@ class Consumer:
             msg = self.conn.recv_bytes()
         except (EOFError, OSError) as err:
             raise TransportError("capture process ended without finishing its source") from err
-        if msg[0] == MSG_BATCH:
-            _, slot, n = _BATCH.unpack(msg)
-            return slot, n
+        if msg[0] == MSG_DELTA:
+            _, frontier, length = _DELTA.unpack_from(msg)
+            at = _DELTA.size
+            extra = pickle.loads(msg[at + length:]) if len(msg) > at + length else {}
+            return Delta(frontier, WindowDelta(memoryview(msg)[at:at + length], extra))
         if msg[0] == MSG_DONE:
             return Done(**json.loads(msg[1:]))
         if msg[0] == MSG_READY:
             return json.loads(msg[1:])
         if msg[0] == MSG_PROGRESS:
-            _, watermark, received, dropped, if_dropped, transport_dropped = _PROGRESS.unpack(msg)
-            return Progress(watermark, {"received": received, "dropped": dropped,
-                                        "if_dropped": if_dropped,
-                                        "transport_dropped": transport_dropped})
+            _, frontier, received, dropped, if_dropped, transport_dropped = _PROGRESS.unpack(msg)
+            return Progress(None if frontier == NO_FRONTIER else frontier,
+                            {"received": received, "dropped": dropped,
+                             "if_dropped": if_dropped, "transport_dropped": transport_dropped})
         raise TransportError(f"unknown message type {msg[0]} from a capture process")
 
-    def release(self, slot: int) -> None:
-        """Give a consumed slot back to its capture process."""
-        try:
-            self.conn.send_bytes(_FREE.pack(slot))
-        except (BrokenPipeError, OSError):
-            pass   # the producer is gone; its remaining batches are still ours to read
+    def ack(self) -> None:
+        """A delta's window was emitted: the capture process may send another."""
+        if self.credits is not None:
+            self.credits.add()

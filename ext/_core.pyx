@@ -5,7 +5,7 @@
 Sees only buffers and integers; the Python package (engine/) owns everything else.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memset, memcpy, strerror
+from libc.string cimport memset, memcpy, strerror, strlen
 from libc.errno cimport errno
 from libc.stdio cimport FILE, fclose, ftell
 
@@ -15,6 +15,8 @@ from libpcap cimport *
 
 include "parse.pyx"
 include "reduce.pyx"
+include "windows.pyx"
+include "encode.pyx"
 include "capture.pyx"
 
 RECORD_SIZE = sizeof(pkt_record_t)

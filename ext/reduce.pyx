@@ -64,35 +64,3 @@ cdef Py_ssize_t reduce_kernel(const pkt_record_t* recs, Py_ssize_t i, Py_ssize_t
         i += 1
     return i
 
-
-def window_cut(records, Py_ssize_t start, Py_ssize_t stop, uint64_t win_start_ns,
-               uint64_t win_end_ns):
-    """Where the open window ends in records[start:stop], and how many of the
-    records before that are late.
-
-    Returns (cut, late): cut is the index of the first record with
-    ts_ns >= win_end_ns (stop if none; a window ending at 2^64 - 1, the end of
-    time, takes records at 2^64 - 1 too); late counts the records in
-    [start, cut) older than win_start_ns. Raises ValueError for a bad range.
-    """
-    cdef const unsigned char[::1] rec_bytes = records.view("u1").reshape(-1)
-    cdef Py_ssize_t n_records = rec_bytes.shape[0] // sizeof(pkt_record_t)
-    cdef const pkt_record_t* recs
-    cdef Py_ssize_t i = start
-    cdef uint64_t late = 0
-    cdef bint open_end = win_end_ns == 0xFFFFFFFFFFFFFFFFULL
-    if records.dtype.itemsize != sizeof(pkt_record_t):
-        raise ValueError(f"records of {records.dtype.itemsize} bytes, not {sizeof(pkt_record_t)}")
-    if not (0 <= start <= stop <= n_records):
-        raise ValueError(f"range [{start}, {stop}) outside {n_records} records")
-    if start == stop:
-        return start, 0
-    recs = <const pkt_record_t*>&rec_bytes[0]
-    with nogil:
-        while i < stop:
-            if recs[i].ts_ns >= win_end_ns and not open_end:
-                break
-            if recs[i].ts_ns < win_start_ns:
-                late += 1
-            i += 1
-    return i, late

@@ -22,6 +22,7 @@ from pt_engine.aggregate import Aggregator
 from pt_engine.analysers import AnalyserContext
 from pt_engine.cli import main
 from pt_engine.config import parse_alerts
+from pt_engine.counting import CaptureCounting
 from pt_engine.sinks import Destination, SinkContext, parse_destination
 from streams import CORPUS, read_stream, subscribe
 
@@ -44,44 +45,63 @@ def no_floats(value) -> bool:
 
 # --- analysers ---------------------------------------------------------------------------
 
-def _windows(records: np.ndarray, interval: int = 10**9) -> list[tuple[int, np.ndarray]]:
-    starts = records["ts_ns"] - records["ts_ns"] % np.uint64(interval)
-    return [(int(s), records[starts == s]) for s in np.unique(starts)]
-
-
-def _analyse(name: str, windows, slices, groups=("all",)) -> tuple[list[dict], dict]:
-    """Run analyser `name` over `windows`, each handed over as `slices(n)` slices."""
-    ctx = AnalyserContext(groups, 10**9, None, False)
-    (analyser,) = [a for a in analysers.create((name,), ctx) if a.name == name]
+def _count(name: str, records: np.ndarray, chunks) -> list:
+    """Count `records` as one capture process would, handed over in `chunks`
+    (index ranges): its window deltas."""
+    ctx = AnalyserContext(("all",), 10**9, None, False)
+    counting = CaptureCounting.for_analysers(ctx, (name,))
     out = []
-    for start, recs in windows:
-        for lo, hi in slices(len(recs)):
-            analyser.consume(recs, lo, hi, 0)
+    for lo, hi in chunks:
+        buf = memoryview(bytearray(records[lo:hi].tobytes()))
+        out += counting.feed(buf, hi - lo)
+    last = counting.finish()
+    return out + ([last] if last is not None else [])
+
+
+def _merge(name: str, deltas: list, rng=None) -> tuple[list[dict], dict]:
+    """The aggregator side of analyser `name` over the deltas of several capture
+    processes (merged per window in a shuffled order if `rng`)."""
+    ctx = AnalyserContext(("all",), 10**9, None, False)
+    (analyser,) = [a for a in analysers.create((name,), ctx) if a.name == name]
+    by_window: dict[int, list] = {}
+    for delta in deltas:
+        by_window.setdefault(delta.start_ns, []).append(delta)
+    out = []
+    for start in sorted(by_window):
+        parts = by_window[start]
+        if rng is not None:
+            rng.shuffle(parts)
+        for delta in parts:
+            analyser.merge(delta.ports if name == "ports" else delta.extra[name], 0)
         out.append(analyser.window(start, start + 10**9))
     return out, analyser.summary()
 
 
+def _plain(value):
+    return json.loads(json.dumps(value, default=stream.PortRows.tolist))
+
+
 @pytest.mark.parametrize("name", builtin("analysers"))
-def test_analyser_merges_exactly_whatever_the_batches(name, backend_env):
-    """The same records in one slice per window, or in many small slices in a
-    shuffled order (as from several capture processes): the same fields, all
-    integers."""
-    windows = _windows(stages.synthetic_records(20_000))
+def test_analyser_merges_exactly_whatever_the_split(name, backend_env):
+    """The same records counted by one capture process in one piece, or split
+    among three capture processes (every record to one of them, in order)
+    and handed over in small random pieces: the same fields, all integers."""
+    records = stages.synthetic_records(20_000)
     rng = np.random.default_rng(7)
 
-    def one(n):
-        return [(0, n)]
-
-    def shuffled(n):
+    def pieces(n):
         cuts = np.unique(np.concatenate([[0, n], rng.integers(0, n, 30)]))
-        parts = list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
-        rng.shuffle(parts)
-        return parts
+        return list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
 
-    whole, whole_summary = _analyse(name, windows, one)
-    parts, parts_summary = _analyse(name, windows, shuffled)
-    assert whole == parts and whole_summary == parts_summary
-    assert no_floats(whole) and no_floats(whole_summary)
+    whole, whole_summary = _merge(name, _count(name, records, [(0, len(records))]))
+    owner = rng.integers(0, 3, len(records))
+    deltas = []
+    for k in range(3):
+        mine = records[owner == k]
+        deltas += _count(name, mine, pieces(len(mine)))
+    split, split_summary = _merge(name, deltas, rng)
+    assert _plain(whole) == _plain(split) and _plain(whole_summary) == _plain(split_summary)
+    assert no_floats(_plain(whole)) and no_floats(_plain(whole_summary))
     cls = plugins.load("analysers", name)
     for fields in whole:
         assert set(fields) <= set(cls.fields)
@@ -102,46 +122,61 @@ def test_analyser_fields_may_not_clash(monkeypatch):
 
 
 def test_windowing_counts_late_records_and_emits_only_windows_with_packets(backend_env):
-    """The aggregator's own part, with a fake feed of known records."""
+    """The windowing end to end, with fake capture processes: their deltas
+    reach the aggregator in any interleaving; every record is counted once,
+    late ones (older than their process's open window) are reported, only
+    windows with packets are emitted, in time order."""
     records = stages.synthetic_records(5000)
+    ts = records["ts_ns"].astype(np.int64)
+    rng = np.random.default_rng(3)
+    owner = rng.integers(0, 2, len(records))
     emitted = []
     ctx = AnalyserContext(("all",), 10**9, None, False)
     agg = Aggregator(10**9, analysers.create((), ctx), emitted.append)
-
-    class FakeFeed:                          # one batch, then done
-        group, source, stats, done = 0, 0, {}, object()
-
-        def __init__(self):
-            self.pos = 0
-
-        def pump(self):
-            pass
-
-        @property
-        def finished(self):
-            return self.pos == len(records)
-
-        def frontier(self):
-            return int(records["ts_ns"][self.pos]) if self.pos < len(records) else 2**64 - 1
-
-        def has_records(self):
-            return self.pos < len(records)
-
-        def consume(self, cut, win_start, win_end, take):
-            stop, late = cut(records, self.pos, len(records), win_start, win_end)
-            if stop > self.pos:
-                take(records, self.pos, stop)
-            taken, self.pos = stop - self.pos, stop
-            return taken, late
-
-    agg.feeds.append(FakeFeed())
+    want_late = 0
+    for k in range(2):
+        mine = ts[owner == k]
+        deltas = _count("ports", records[owner == k], [(0, len(mine))])
+        feed = FakeFeed(deltas)
+        agg.feeds.append(feed)
+        newest = np.maximum.accumulate(mine)
+        want_late += int(np.sum(mine < newest - newest % 10**9))
     agg.run()
     assert sum(w["totals"]["packets"] for w in emitted) == len(records)
-    ts = records["ts_ns"].astype(np.int64)
-    late = sum(int(np.sum(ts[(ts < w["end_ns"])] < w["start_ns"])) for w in emitted)
-    assert late > 0
+    assert want_late > 0 and agg.late_packets == want_late
     assert sum(w["late_packets"] for w in emitted) == agg.late_packets
     assert all(w["totals"]["packets"] for w in emitted)
+    starts = [w["start_ns"] for w in emitted]
+    assert starts == sorted(set(starts))
+
+
+class FakeFeed:
+    """A capture process that has sent its deltas, one per pump, then finished."""
+
+    group = source = 0
+
+    def __init__(self, deltas):
+        self.deltas = list(deltas)
+        self.stats: dict = {}
+        self.done = None
+        self.consumer = self
+
+    def pump(self, deliver) -> bool:
+        if self.deltas:
+            deliver(self, self.deltas.pop(0))
+        if not self.deltas:
+            self.done = object()
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return self.done is not None
+
+    def limit(self):
+        return 2**64 - 1 if self.done is not None else self.deltas[0].start_ns
+
+    def ack(self) -> None:
+        pass
 
 
 # --- observers ---------------------------------------------------------------------------

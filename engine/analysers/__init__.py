@@ -1,29 +1,40 @@
-"""Analysers: what the aggregator computes from the records of each window.
+"""Analysers: what is computed from the records of each window, in two parts.
 
-The aggregator (pt_engine.aggregate) merges the capture processes' record
-batches in time order and cuts windows; it hands every record of the open
-window to each analyser, tells it when the window closes, and puts what the
-analyser returns into the ``window`` record, and its cumulative part into
-``summary`` and ``snapshot`` (built by pt_engine.stream).
+The records never leave the capture process that parsed them. There, the
+windowing (pt_engine.counting) cuts them into windows of packet time and
+each analyser's **counter** (its capture-side part) sees the records of the
+open window; when the window closes, each counter hands over a **delta**.
+The aggregator (pt_engine.aggregate) collects the deltas of every capture
+process for a window and, once no capture process can add to it, gives
+them to the analyser's **aggregator side**, which merges them, returns the
+window's fields, and folds them into the run's totals.
 
-An analyser:
+An analyser class (the aggregator side):
 
 * is created with an ``AnalyserContext`` (the counter groups, window length,
   the --ports selection, live or file run);
-* ``consume(records, start, stop, group)``: records ``[start, stop)`` of a
-  batch (``RECORD_DTYPE``, in shared memory: read them, keep no view of them
-  after returning) belong to the open window and come from a capture process
-  of counter group `group`;
+* ``counter``: the class of its capture-side part (below), created in
+  every capture process with the same context, or None;
+* ``merge(delta, group)``: one capture process's delta for the window about
+  to close; the process belongs to counter group `group`;
 * ``window(start_ns, end_ns)``: the window ``[start_ns, end_ns)`` closed:
   return its fields for the window record (keys it declares in ``fields``)
-  and fold the window into the run's totals;
+  and fold it into the run's totals;
 * ``summary()``: the cumulative fields of the closed windows.
 
-Results must merge exactly whatever the number of capture processes and the
-order their batches arrive in within a window: count in integers, never
-floats (the contract test checks both). Work that must scale with the
-capture processes will get a native part running there (issue "Faster than
-libpcap itself"); this interface is its aggregator side.
+A counter (the capture-side part, in the capture process, after the fork):
+
+* ``consume(records, start, stop)``: records ``[start, stop)`` of a
+  ``RECORD_DTYPE`` array belong to the open window (keep no view of them
+  after returning: the buffer is reused);
+* ``take()``: the open window closed: return its delta (anything pickle
+  can carry, None for nothing) and start afresh.
+
+Results must merge exactly whatever the number of capture processes and how
+their records were split: count in integers, never floats (the contract
+test checks both). The per-port counters are the exception that proves the
+rule: their counter is native and is the windowing itself (PortWindows in
+ext/windows.pyx), and their delta is its byte layout.
 
 A new analyser is one module with one class and one line in ``BUILTIN``, or
 a plugin: an entry point in the group ``pt_engine.analysers`` naming the
@@ -61,17 +72,33 @@ class AnalyserContext:
     live: bool
 
 
-class Analyser:
-    """Base of the analysers; see the module docstring for the contract."""
-
-    name: ClassVar[str] = ""
-    fields: ClassVar[tuple[str, ...]] = ()     # keys it adds to window and summary records
+class Counter:
+    """Base of an analyser's capture-side part; see the module docstring."""
 
     def __init__(self, ctx: AnalyserContext):
         self.ctx = ctx
 
-    def consume(self, records: numpy.ndarray, start: int, stop: int, group: int) -> None:
-        """Take records[start:stop] of the open window (counter group `group`)."""
+    def consume(self, records: numpy.ndarray, start: int, stop: int) -> None:
+        """Take records[start:stop] of the open window."""
+        raise NotImplementedError
+
+    def take(self):
+        """The open window's delta (None if it holds nothing); start the next."""
+        raise NotImplementedError
+
+
+class Analyser:
+    """Base of the analysers' aggregator side; see the module docstring."""
+
+    name: ClassVar[str] = ""
+    fields: ClassVar[tuple[str, ...]] = ()     # keys it adds to window and summary records
+    counter: ClassVar[type[Counter] | None] = None   # its capture-side part
+
+    def __init__(self, ctx: AnalyserContext):
+        self.ctx = ctx
+
+    def merge(self, delta, group: int) -> None:
+        """One capture process's delta for the window about to close."""
         raise NotImplementedError
 
     def window(self, start_ns: int, end_ns: int) -> dict:

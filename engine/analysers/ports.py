@@ -1,27 +1,24 @@
 """The per-port counters (counting-rules sections 3 to 5): the first analyser.
 
-Per counter group (interface), a uint64 table of N_PROTOS * 65536 rows by
+Its counter is native and is the capture process's windowing itself
+(``PortWindows``, ext/windows.pyx, or its pure-Python twin): each capture
+process counts its window into a table of N_PROTOS * 65536 rows by
 (in_packets, in_bytes, out_packets, out_bytes), row ``proto_index << 16 |
-port``, and the four class totals (packets, bytes). The native reducer
-(pt_engine._core.reduce_records, or its pure-Python twin) does the
-per-record work with the GIL released; its bookkeeping array ``state`` is
-owned here and nowhere else:
-
-* ``state[0]``: rows in ``touched`` (rows that left all-zero this window, so
-  a window is emitted and cleared without scanning the whole table);
-* ``state[1]``: the native reducer's error flag;
-* ``state[2]``, ``state[3]``: the window start and its late records: kept
-  at 0 here, as the windowing (pt_engine.aggregate) counts late records.
+port``, plus the four class totals, and hands over the used rows in stream
+order as a delta (layout in ext/windows.pyx). This side merges the deltas
+of a window, per counter group (interface), and keeps the run's totals.
 
 Window fields: ``totals``, ``classes``, ``ports`` (the sum of the groups) and,
-with several groups, ``interfaces`` (per group).
+with several groups, ``interfaces`` (per group). ``ports`` is a
+pt_engine.stream.PortRows: the msgpack encoder writes it without a Python
+list per row.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import records
-from ..backend import core
+from ..stream import PortRows
 from . import Analyser, AnalyserContext
 
 N_ROWS = records.N_PROTOS * records.N_PORTS
@@ -29,7 +26,6 @@ N_CLASSES = len(records.CLASS_NAMES)
 
 # Row order of the stream: (protocol name, port), as in the .expected.json files.
 _PROTO_RANK = np.argsort(np.argsort(np.array(records.PROTO_NAMES)))
-_PROTO_NAME_ARRAY = np.array(records.PROTO_NAMES, dtype=object)
 
 
 def stream_order(rows: np.ndarray) -> np.ndarray:
@@ -39,16 +35,14 @@ def stream_order(rows: np.ndarray) -> np.ndarray:
                            kind="stable")]
 
 
-def port_rows(rows: np.ndarray, values: np.ndarray, ports) -> list[list]:
-    """Stream port rows (pt_engine.stream.PORT_ROW) of counter rows and their values,
-    leaving out ports that `ports` (a PortSpec, or None for all) does not select."""
+def port_rows(rows: np.ndarray, values: np.ndarray, ports) -> PortRows:
+    """Stream port rows (pt_engine.stream.PORT_ROW) of counter rows in stream order
+    and their values, leaving out ports that `ports` (a PortSpec, or None for
+    all) does not select."""
     if ports is not None:
         keep = ports.mask[rows & 0xFFFF]
         rows, values = rows[keep], values[keep]
-    # Column-wise conversion: a busy window has tens of thousands of rows.
-    columns = [_PROTO_NAME_ARRAY[rows >> 16].tolist(), (rows & 0xFFFF).tolist(),
-               *values.T.tolist()]
-    return list(map(list, zip(*columns)))
+    return PortRows(rows, values)
 
 
 def class_totals(classes: np.ndarray) -> tuple[dict, dict]:
@@ -60,24 +54,41 @@ def class_totals(classes: np.ndarray) -> tuple[dict, dict]:
     return totals, per_class
 
 
-class _Window:
-    """One group's open window: per-port table, class totals, the rows in use."""
+HEADER_WORDS = 16          # DELTA_HEADER in ext/windows.pyx
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_VALUES = np.zeros((0, 4), dtype=np.uint64)
 
-    def __init__(self):
-        self.table = np.zeros((N_ROWS, 4), dtype=np.uint64)
-        self.classes = np.zeros((N_CLASSES, 2), dtype=np.uint64)
-        self.touched = np.zeros(N_ROWS, dtype=np.uint32)
-        self.state = np.zeros(4, dtype=np.uint64)   # see the module docstring
 
-    def rows(self) -> np.ndarray:
-        """Rows in use (unordered)."""
-        return self.touched[:int(self.state[0])].astype(np.int64)
+def parse_delta(delta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, values, classes) of a PortWindows delta: counter rows (int64) in
+    stream order, their (n, 4) uint64 values, the (4, 2) class totals. The
+    arrays are views of `delta`."""
+    head = np.frombuffer(delta, dtype="<u8", count=HEADER_WORDS)
+    n = int(head[12])
+    at = HEADER_WORDS * 8
+    rows = np.frombuffer(delta, dtype="<u4", count=n, offset=at).astype(np.int64)
+    at += (n * 4 + 7) & ~7
+    values = np.frombuffer(delta, dtype="<u8", count=n * 4, offset=at).reshape(n, 4)
+    return rows, values, head[4:12].reshape(4, 2)
 
-    def clear(self, rows: np.ndarray) -> None:
-        """Zero the given rows, the classes and the row count."""
-        self.table[rows] = 0
-        self.classes[:] = 0
-        self.state[0] = 0
+
+def _stream_keys(rows: np.ndarray) -> np.ndarray:
+    return _PROTO_RANK[rows >> 16] * records.N_PORTS + (rows & 0xFFFF)
+
+
+def merge_rows(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The sum of several (rows, values) sets, rows in stream order; exact (uint64)."""
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return _NO_ROWS, _NO_VALUES
+    if len(parts) == 1:
+        return parts[0]
+    rows = np.concatenate([r for r, _ in parts])
+    values = np.concatenate([v for _, v in parts])
+    order = np.argsort(_stream_keys(rows), kind="stable")
+    rows, values = rows[order], values[order]
+    first = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+    return rows[first], np.add.reduceat(values, first, axis=0)
 
 
 class PortCounters(Analyser):
@@ -88,44 +99,45 @@ class PortCounters(Analyser):
 
     def __init__(self, ctx: AnalyserContext):
         super().__init__(ctx)
-        self._reduce = core().reduce_records
-        self._open = [_Window() for _ in ctx.groups]
+        self._parts: list[list] = [[] for _ in ctx.groups]
+        self._classes = [np.zeros((N_CLASSES, 2), dtype=np.uint64) for _ in ctx.groups]
         self._total = [np.zeros((N_ROWS, 4), dtype=np.uint64) for _ in ctx.groups]
         self._total_classes = [np.zeros((N_CLASSES, 2), dtype=np.uint64) for _ in ctx.groups]
 
-    def consume(self, batch, start: int, stop: int, group: int) -> None:
-        w = self._open[group]
-        self._reduce(batch, start, stop, records.UINT64_MAX, w.table, w.classes, w.touched,
-                     w.state)
+    def merge(self, delta, group: int) -> None:
+        rows, values, classes = parse_delta(delta)
+        self._parts[group].append((rows, values))
+        self._classes[group] += classes
 
     def window(self, start_ns: int, end_ns: int) -> dict:
-        rows_per_group = [w.rows() for w in self._open]
-        fields = self._fields([w.table for w in self._open], rows_per_group,
-                              [w.classes for w in self._open])
-        for g, (w, rows) in enumerate(zip(self._open, rows_per_group)):
-            self._total[g][rows] += w.table[rows]
-            self._total_classes[g] += w.classes
-            w.clear(rows)
+        merged = [merge_rows(parts) for parts in self._parts]
+        fields = self._fields(merged, self._classes)
+        for g, (rows, values) in enumerate(merged):
+            self._total[g][rows] += values
+            self._total_classes[g] += self._classes[g]
+            self._classes[g] = np.zeros((N_CLASSES, 2), dtype=np.uint64)
+            self._parts[g] = []
         return fields
 
     def summary(self) -> dict:
-        rows = [np.flatnonzero(t[:, 0] | t[:, 2]) for t in self._total]
-        return self._fields(self._total, rows, self._total_classes)
+        merged = []
+        for table in self._total:
+            rows = stream_order(np.flatnonzero(table[:, 0] | table[:, 2]))
+            merged.append((rows, table[rows]))
+        return self._fields(merged, self._total_classes)
 
-    def _fields(self, tables, rows_per_group, classes_per_group) -> dict:
+    def _fields(self, merged: list[tuple[np.ndarray, np.ndarray]], classes_per_group) -> dict:
         """totals / classes / ports (the sum of groups), plus per-interface parts."""
         ports = self.ctx.ports
-        rows = stream_order(np.unique(np.concatenate(rows_per_group)))
-        values = sum(t[rows] for t in tables) if len(tables) > 1 else tables[0][rows]
         totals, classes = class_totals(sum(classes_per_group))
-        fields = {"totals": totals, "classes": classes, "ports": port_rows(rows, values, ports)}
-        if len(tables) > 1:
+        fields = {"totals": totals, "classes": classes,
+                  "ports": port_rows(*merge_rows(merged), ports)}
+        if len(merged) > 1:
             fields["interfaces"] = []
-            for name, table, g_rows, g_classes in zip(self.ctx.groups, tables,
-                                                      rows_per_group, classes_per_group):
-                g_rows = stream_order(g_rows)
+            for name, (rows, values), g_classes in zip(self.ctx.groups, merged,
+                                                       classes_per_group):
                 g_totals, g_class = class_totals(g_classes)
                 fields["interfaces"].append({"name": name, "totals": g_totals,
                                              "classes": g_class,
-                                             "ports": port_rows(g_rows, table[g_rows], ports)})
+                                             "ports": port_rows(rows, values, ports)})
         return fields

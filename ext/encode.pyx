@@ -1,0 +1,85 @@
+# msgpack encoding of port rows, natively. Included by _core.pyx.
+#
+# A window's `ports` value is an array of rows [proto, port, in_packets,
+# in_bytes, out_packets, out_bytes] (pt_engine.stream.PORT_ROW). Built here
+# without a Python object per row, with exactly the bytes msgpack-python's
+# Packer(use_bin_type=True) writes for the same lists (the smallest integer
+# form; names as fixstr), so that a stream does not depend on who encoded it.
+
+cdef const char* BLOCK_NAME[5]
+BLOCK_NAME[0] = b"tcp"
+BLOCK_NAME[1] = b"udp"
+BLOCK_NAME[2] = b"sctp"
+BLOCK_NAME[3] = b"udplite"
+BLOCK_NAME[4] = b"dccp"
+
+
+cdef inline uint8_t* put_be(uint8_t* p, uint64_t v, int nbytes) noexcept nogil:
+    cdef int i
+    for i in range(nbytes):
+        p[i] = <uint8_t>(v >> (8 * (nbytes - 1 - i)))
+    return p + nbytes
+
+
+cdef inline uint8_t* put_uint(uint8_t* p, uint64_t v) noexcept nogil:
+    if v < 128:
+        p[0] = <uint8_t>v
+        return p + 1
+    if v <= 0xFF:
+        p[0] = 0xCC
+        return put_be(p + 1, v, 1)
+    if v <= 0xFFFF:
+        p[0] = 0xCD
+        return put_be(p + 1, v, 2)
+    if v <= 0xFFFFFFFFULL:
+        p[0] = 0xCE
+        return put_be(p + 1, v, 4)
+    p[0] = 0xCF
+    return put_be(p + 1, v, 8)
+
+
+cdef inline uint8_t* put_array_header(uint8_t* p, uint64_t n) noexcept nogil:
+    if n <= 15:
+        p[0] = <uint8_t>(0x90 | n)
+        return p + 1
+    if n <= 0xFFFF:
+        p[0] = 0xDC
+        return put_be(p + 1, n, 2)
+    p[0] = 0xDD
+    return put_be(p + 1, n, 4)
+
+
+def encode_port_rows(const uint32_t[::1] rows, const uint64_t[:, ::1] values):
+    """msgpack bytes of the port rows: counter rows (proto_row << 16 | port, in
+    the order given) and their (in_packets, in_bytes, out_packets, out_bytes)."""
+    cdef Py_ssize_t n = rows.shape[0], k
+    cdef bytearray out
+    cdef uint8_t* start
+    cdef uint8_t* p
+    cdef uint32_t block
+    cdef const char* name
+    cdef size_t name_len
+    cdef int j
+    if values.shape[0] != n or (n and values.shape[1] != 4):
+        raise ValueError(f"{n} rows need ({n}, 4) values, not "
+                         f"({values.shape[0]}, {values.shape[1]})")
+    for k in range(n):
+        if (rows[k] >> 16) >= 5:
+            raise ValueError(f"counter row {rows[k]} is past the {5 * 65536} rows")
+    # Worst case per row: fixarray 1, name 8, port 3, four uint64 of 9.
+    out = bytearray(5 + n * 48)
+    start = <uint8_t*><char*>out
+    with nogil:
+        p = put_array_header(start, <uint64_t>n)
+        for k in range(n):
+            block = rows[k] >> 16
+            name = BLOCK_NAME[block]
+            name_len = strlen(name)
+            p[0] = 0x96                        # fixarray of 6
+            p[1] = <uint8_t>(0xA0 | name_len)  # fixstr
+            memcpy(p + 2, name, name_len)
+            p = put_uint(p + 2 + name_len, rows[k] & 0xFFFF)
+            for j in range(4):
+                p = put_uint(p, values[k, j])
+    del out[p - start:]
+    return bytes(out)
