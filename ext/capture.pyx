@@ -67,7 +67,11 @@ cdef void on_packet(unsigned char* user, const pcap_pkthdr* h,
 # lies. The checks and their messages are libpcap's (sf-pcap.c,
 # pcap_next_packet), with one rule of our own (docs/counting-rules.md): a
 # record whose captured length exceeds the file's snapshot length keeps it,
-# where libpcap would cut the frame to the snapshot length.
+# where libpcap would cut the frame to the snapshot length. In a file of the
+# other byte order libpcap also swaps a few pseudo-headers in place (the CAN
+# ID behind a Linux cooked header, USB, NFLOG, PFLOG); the mapping is read
+# only and left as it is: bytes no counting rule reads, though a BPF filter
+# looking at them would see the file's byte order.
 
 cdef extern from *:
     uint32_t bswap32 "__builtin_bswap32"(uint32_t) nogil
