@@ -27,9 +27,11 @@ they are.
 Two backends read files through one interface:
 
 * native (default): ``pt_engine._core.SavefileCapture`` (and ``LiveCapture``
-  for devices) drives libpcap's pcap_dispatch and parses in C; no Python per
-  packet.
-* reference (``PT_ENGINE_PUREPYTHON=1``): pcapy-ng's ``next()`` and the
+  for devices) parses in C, no Python per packet: it walks a classic pcap
+  file's records itself, and drives libpcap's pcap_dispatch for pcapng
+  files and pipes.
+* reference (``PT_ENGINE_PUREPYTHON=1``): the same split (``ClassicWalk`` for
+  a classic pcap file, pcapy-ng's ``next()`` for the rest) and the
   pure-Python parser in ``pt_engine._reference``; slow, for cross-checking.
   Live devices are always read by the native core.
 
@@ -39,6 +41,7 @@ at module level: capture processes never do.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import stat
@@ -287,8 +290,102 @@ class FileSource:
         self._cap.close()
 
 
+# libpcap's largest captured length per link type (max_snaplen_for_dlt):
+# D-Bus, EBHSCR, USBPcap; MAXIMUM_SNAPLEN for every other one.
+_LIBPCAP_MAX_CAPLEN = {231: 128 << 20, 279: 8 << 20, 249: 1 << 20}
+_MAXIMUM_SNAPLEN = 262144
+
+
+class _ReadError(Exception):
+    """A record libpcap would refuse; the message is libpcap's."""
+
+
+class ClassicWalk:
+    """The records of a classic pcap file (version 2.4) read from a mapping of
+    it: the reference twin of the native core's own reader (ext/capture.pyx,
+    classic_fill), with libpcap's checks and messages. A record longer than
+    the snapshot length keeps its captured length (docs/counting-rules.md)."""
+
+    def __init__(self, path: str, linktype: int):
+        with open(path, "rb") as fh:
+            self._data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        magic = self._data[:4]
+        order = PCAP_MAGICS[magic][1]
+        self._header = struct.Struct(order + "IIII")
+        self._frac_mult = 1 if magic in NANO_MAGICS else 1000
+        snaplen, = struct.unpack_from(order + "I", self._data, 16)
+        self.max_caplen = _LIBPCAP_MAX_CAPLEN.get(linktype, _MAXIMUM_SNAPLEN)
+        # libpcap (1.10) takes the field as a signed int: 0 or negative means its maximum.
+        self.snaplen = snaplen if 0 < snaplen < 1 << 31 else self.max_caplen
+        self.pos = PCAP_FILE_HEADER
+        self._filter = None
+
+    @staticmethod
+    def applies(path: str) -> bool:
+        """Whether `path` is a regular file holding a classic pcap of version 2.4."""
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return False
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+        except OSError:
+            return False
+        if head[:4] not in PCAP_MAGICS:
+            return False
+        return struct.unpack(PCAP_MAGICS[head[:4]][1] + "HH", head[4:8]) == (2, 4)
+
+    def set_filter(self, linktype: int, bpf: str) -> None:
+        """Run `bpf` on every frame as libpcap's savefile reader does: compiled by
+        pcapy, run by libpcap's bpf_filter with the record's original length as
+        the wire length (pcapy's BPFProgram.filter gives the captured length for
+        both, which changes what `greater`, `less` and `len` see)."""
+        import ctypes
+
+        import pcapy
+        program = pcapy.compile(linktype, self.snaplen, bpf, 1, 0xFFFF_FFFF)
+        code = b"".join(struct.pack("=HBBI", *insn) for insn in program.get_bpf())
+        run = ctypes.CDLL(pcapy.__file__).bpf_filter     # the libpcap pcapy links
+        run.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint]
+        run.restype = ctypes.c_uint
+        self._filter = lambda frame, origlen: run(code, frame, origlen, len(frame)) != 0
+
+    def next(self):
+        """(ts_ns, caplen, origlen, frame) of the next record the filter passes,
+        None at the end of the file; raises _ReadError for a bad record."""
+        data = self._data
+        while True:
+            left = len(data) - self.pos
+            if left == 0:
+                return None
+            if left < PCAP_RECORD_HEADER:
+                self.pos = len(data)
+                raise _ReadError(f"truncated dump file; tried to read {PCAP_RECORD_HEADER} "
+                                 f"header bytes, only got {left}")
+            sec, frac, caplen, origlen = self._header.unpack_from(data, self.pos)
+            self.pos += PCAP_RECORD_HEADER
+            if caplen > self.max_caplen:
+                limit = (f"snaplen of {self.snaplen}" if caplen > self.snaplen
+                         else f"maximum of {self.max_caplen}")
+                raise _ReadError(f"invalid packet capture length {caplen}, bigger than {limit}")
+            if caplen > left - PCAP_RECORD_HEADER:
+                self.pos = len(data)
+                raise _ReadError(f"truncated dump file; tried to read {caplen} captured "
+                                 f"bytes, only got {left - PCAP_RECORD_HEADER}")
+            frame = data[self.pos:self.pos + caplen]
+            self.pos += caplen
+            if self._filter is None or self._filter(frame, origlen):
+                ts_ns = min(sec * 1_000_000_000 + frac * self._frac_mult, records.UINT64_MAX)
+                return ts_ns, caplen, origlen, frame
+
+    def close(self) -> None:
+        self._data.close()
+
+
 class ReferenceFileSource(FileSource):
-    """The same file read through pcapy-ng ``next()`` and engine._reference (slow)."""
+    """The same file read through pcapy-ng ``next()`` and engine._reference (slow).
+
+    pcapy opens every file (its header checks); a classic pcap file's records
+    are then read by ClassicWalk, as the native core reads them itself."""
 
     def __init__(self, path: str, iface: int = 0, bpf: str | None = None,
                  name: str | None = None):
@@ -299,6 +396,7 @@ class ReferenceFileSource(FileSource):
         self._packets = 0
         self._caplen_sum = 0
         self._error = None
+        self._walk = None
         super().__init__(path, iface, bpf, name)
 
     def _open(self, path, iface):
@@ -309,13 +407,41 @@ class ReferenceFileSource(FileSource):
         self._reader = reader
         self._classic = self.format != "pcapng"   # a pipe: most likely classic
         self._nano = _magic(path) in NANO_MAGICS
-        return _PcapyInfo(reader.datalink(), reader.snapshot() if hasattr(reader, "snapshot") else 0)
+        linktype = reader.datalink()
+        if ClassicWalk.applies(path):
+            self._walk = ClassicWalk(path, linktype)
+            return _PcapyInfo(linktype, self._walk.snaplen)
+        return _PcapyInfo(linktype, reader.snapshot() if hasattr(reader, "snapshot") else 0)
 
     def _set_filter(self, bpf: str) -> None:
         try:
             self._reader.setfilter(bpf)
+            if self._walk is not None:
+                self._walk.set_filter(self.linktype, bpf)
         except self._pcapy.PcapError as err:
             raise ConfigError(f"--filter {bpf!r}: {err}") from None
+
+    def _next(self):
+        """(ts_ns, caplen, origlen, frame) of the next frame, None at the end;
+        raises _ReadError with libpcap's message."""
+        if self._walk is not None:
+            return self._walk.next()
+        try:
+            hdr, data = self._reader.next()
+        except self._pcapy.PcapError as err:
+            raise _ReadError(str(err)) from None
+        if hdr is None:
+            return None
+        sec, usec = hdr.getts()
+        frac_ns = usec * 1000
+        if self._classic:
+            # Unsigned 32-bit fields that libpcap reads as signed (and, for a
+            # ns file, divides by 1000 after that): take the bits back.
+            sec &= 0xFFFF_FFFF
+            if usec < 0:
+                frac_ns = frac_ns + (1 << 32) if self._nano else (usec + (1 << 32)) * 1000
+        ts_ns = min(sec * 1_000_000_000 + frac_ns, records.UINT64_MAX)
+        return ts_ns, hdr.getcaplen(), hdr.getlen(), data
 
     def fill(self, buf, start: int = 0, wait_ms: int = 0) -> tuple[int, int]:
         import numpy as np
@@ -325,23 +451,14 @@ class ReferenceFileSource(FileSource):
         one = np.zeros(1, np.uint32)
         for i in range(start, len(out)):
             try:
-                hdr, data = self._reader.next()
-            except self._pcapy.PcapError as err:
+                frame = self._next()
+            except _ReadError as err:
                 self._error = str(err)
                 return i - start, FILL_ERROR
-            if hdr is None:
+            if frame is None:
                 return i - start, FILL_EOF
-            sec, usec = hdr.getts()
-            frac_ns = usec * 1000
-            if self._classic:
-                # Unsigned 32-bit fields that libpcap reads as signed (and, for a
-                # ns file, divides by 1000 after that): take the bits back.
-                sec &= 0xFFFF_FFFF
-                if usec < 0:
-                    frac_ns = frac_ns + (1 << 32) if self._nano else (usec + (1 << 32)) * 1000
-            caplen = hdr.getcaplen()
-            ts_ns = min(sec * 1_000_000_000 + frac_ns, records.UINT64_MAX)
-            self._parse(self.linktype, data, one * 0, one + caplen, one + hdr.getlen(),
+            ts_ns, caplen, origlen, data = frame
+            self._parse(self.linktype, data, one * 0, one + caplen, one + origlen,
                         np.array([ts_ns], np.uint64),
                         self.iface, out[i:i + 1])
             self._packets += 1
@@ -357,6 +474,8 @@ class ReferenceFileSource(FileSource):
 
     def close(self) -> None:
         self._reader.close()
+        if self._walk is not None:
+            self._walk.close()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@
 # BaseCapture holds what every libpcap handle shares (the handle, the fill
 # context and its callback, the filter, the counters); SavefileCapture and
 # LiveCapture each open their own kind of handle and own their fill loop.
+# A mapped classic pcap file is walked by SavefileCapture itself
+# (classic_fill): libpcap only opens it and compiles its filter.
 
 cdef struct fill_ctx_t:
     pkt_record_t* out
@@ -58,6 +60,104 @@ cdef void on_packet(unsigned char* user, const pcap_pkthdr* h,
     r.iface = ctx.iface
     ctx.caplen_sum += h.caplen
     ctx.n += 1
+
+
+# A classic pcap file read straight from its mapping: each 16-byte record
+# header is read in place (no stdio, no copy) and its frame parsed where it
+# lies. The checks and their messages are libpcap's (sf-pcap.c,
+# pcap_next_packet), with one rule of our own (docs/counting-rules.md): a
+# record whose captured length exceeds the file's snapshot length keeps it,
+# where libpcap would cut the frame to the snapshot length. In a file of the
+# other byte order libpcap also swaps a few pseudo-headers in place (the CAN
+# ID behind a Linux cooked header, USB, NFLOG, PFLOG); the mapping is read
+# only and left as it is: bytes no counting rule reads, though a BPF filter
+# looking at them would see the file's byte order.
+
+cdef extern from *:
+    uint32_t bswap32 "__builtin_bswap32"(uint32_t) nogil
+
+cdef enum:
+    CLASSIC_SHORT_HEADER = 1    # a record header cut off by the end of the file
+    CLASSIC_HUGE_CAPLEN = 2     # a captured length above libpcap's maximum for the link type
+    CLASSIC_SHORT_DATA = 3      # a record's captured bytes cut off by the end of the file
+
+cdef struct classic_t:
+    const unsigned char* base   # the mapped file
+    size_t size
+    size_t pos                  # offset of the next record header (libpcap's file position)
+    uint32_t max_caplen         # libpcap's sanity maximum for the link type
+    uint32_t snapshot           # the file's snapshot length as libpcap adjusts it
+    uint64_t frac_mult          # 1000 for a microsecond file, 1 for nanoseconds
+    bint swapped                # written in the other byte order
+    bint filtered               # prog holds a compiled BPF filter
+    bpf_program prog
+    int err                     # CLASSIC_*: why classic_fill last returned -1
+    uint64_t err_want           # the captured length, or the bytes wanted
+    uint64_t err_got            # the bytes there were
+
+
+cdef uint32_t libpcap_max_caplen(int linktype) noexcept nogil:
+    """The largest captured length libpcap reads for `linktype` (max_snaplen_for_dlt)."""
+    if linktype == 231:         # DLT_DBUS
+        return 128 * 1024 * 1024
+    if linktype == 279:         # DLT_EBHSCR
+        return 8 * 1024 * 1024
+    if linktype == 249:         # DLT_USBPCAP
+        return 1024 * 1024
+    return 262144               # MAXIMUM_SNAPLEN
+
+
+cdef inline uint32_t classic_u32(const unsigned char* p, bint swapped) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)            # records are not aligned
+    return bswap32(v) if swapped else v
+
+
+cdef int classic_fill(classic_t* rd, fill_ctx_t* ctx) noexcept nogil:
+    """Parse the records from rd.pos on into ctx's buffer until it is full or
+    the file ends (0), or a record is bad (-1; rd.err says why). rd.pos then
+    stands where libpcap's file position would: past a bad record header,
+    at the end of the file after a cut one."""
+    cdef const unsigned char* h
+    cdef size_t left
+    cdef uint32_t sec, frac, caplen, origlen
+    cdef pcap_pkthdr ph
+    cdef pkt_record_t* r
+    memset(&ph, 0, sizeof(ph))
+    while ctx.n < ctx.cap:
+        left = rd.size - rd.pos
+        if left == 0:
+            return 0
+        if left < 16:
+            rd.err, rd.err_want, rd.err_got = CLASSIC_SHORT_HEADER, 16, left
+            rd.pos = rd.size
+            return -1
+        h = rd.base + rd.pos
+        sec = classic_u32(h, rd.swapped)
+        frac = classic_u32(h + 4, rd.swapped)
+        caplen = classic_u32(h + 8, rd.swapped)
+        origlen = classic_u32(h + 12, rd.swapped)
+        rd.pos += 16
+        if caplen > rd.max_caplen:
+            rd.err, rd.err_want = CLASSIC_HUGE_CAPLEN, caplen
+            return -1
+        if caplen > left - 16:
+            rd.err, rd.err_want, rd.err_got = CLASSIC_SHORT_DATA, caplen, left - 16
+            rd.pos = rd.size
+            return -1
+        rd.pos += caplen
+        if rd.filtered:
+            ph.caplen = caplen
+            ph.len = origlen
+            if pcap_offline_filter(&rd.prog, &ph, h + 16) == 0:
+                continue
+        r = ctx.out + ctx.n
+        parse_frame(ctx.linktype, h + 16, caplen, origlen, r)
+        r.ts_ns = ts_to_ns(sec, frac, rd.frac_mult)
+        r.iface = ctx.iface
+        ctx.caplen_sum += caplen
+        ctx.n += 1
+    return 0
 
 
 cdef extern from "<poll.h>" nogil:
@@ -200,15 +300,21 @@ cdef class BaseCapture:
         self.ctx.iface = <uint16_t>iface
         self.ctx.ts_mult = ts_mult
 
-    def set_filter(self, str expression):
-        """Compile and install a BPF filter; raises PcapError with libpcap's reason."""
-        cdef bpf_program prog
+    cdef _compile(self, str expression, bpf_program* prog):
+        """Compile a BPF filter for this handle's link type and snap length into
+        prog (the caller frees it); raises PcapError with libpcap's reason."""
         cdef bytes bexpr = expression.encode()
         cdef int rc
         self._check_open()
-        rc = pcap_compile(self.p, &prog, bexpr, 1, PCAP_NETMASK_UNKNOWN)
+        rc = pcap_compile(self.p, prog, bexpr, 1, PCAP_NETMASK_UNKNOWN)
         if rc != 0:
             raise PcapError(pcap_geterr(self.p).decode(errors="replace"), rc)
+
+    def set_filter(self, str expression):
+        """Compile and install a BPF filter; raises PcapError with libpcap's reason."""
+        cdef bpf_program prog
+        cdef int rc
+        self._compile(expression, &prog)
         rc = pcap_setfilter(self.p, &prog)
         pcap_freecode(&prog)
         if rc != 0:
@@ -242,13 +348,17 @@ cdef class BaseCapture:
         if rc == PCAP_ERROR_BREAK:
             status = FILL_BREAK
         elif rc < 0:
-            self.error = pcap_geterr(self.p).decode(errors="replace")
+            self.error = self._read_error()
             status = FILL_ERROR
         elif self.ctx.n == self.ctx.cap:
             status = FILL_FULL
         else:
             status = paused
         return n, status
+
+    cdef str _read_error(self):
+        """Why the last read failed, in libpcap's words."""
+        return pcap_geterr(self.p).decode(errors="replace")
 
     def close(self):
         """Release the libpcap handle and anything it reads from (idempotent)."""
@@ -260,30 +370,47 @@ cdef class BaseCapture:
 
 
 cdef class SavefileCapture(BaseCapture):
-    """A pcap or pcapng file (or a pipe carrying one) read with nanosecond timestamps."""
-    cdef void* map_base          # a mapped savefile libpcap reads through fmemopen
+    """A pcap or pcapng file (or a pipe carrying one) read with nanosecond timestamps.
+
+    A mapped classic pcap file (version 2.4, either byte order, µs or ns) is
+    read by our own walk over the mapping (classic_fill; own_reader is True);
+    anything else by libpcap's pcap_dispatch.
+    """
+    cdef void* map_base          # a mapped savefile (libpcap reads it through fmemopen)
     cdef size_t map_len
     cdef size_t map_dropped      # bytes at the start of the mapping already let go
+    cdef readonly bint own_reader
+    cdef classic_t rd            # the own reader's state
 
     def __cinit__(self):
         self.map_base = NULL
         self.map_len = 0
         self.map_dropped = 0
+        self.own_reader = False
+        memset(&self.rd, 0, sizeof(classic_t))
 
     cdef void _release(self) noexcept:
         BaseCapture._release(self)
+        if self.rd.filtered:
+            pcap_freecode(&self.rd.prog)
+            self.rd.filtered = False
         if self.map_base != NULL:
             munmap(self.map_base, self.map_len)
             self.map_base = NULL
+            self.rd.base = NULL
 
     @staticmethod
-    def open(str path, int iface=0):
+    def open(str path, int iface=0, bint own_reader=True):
         """Open a pcap or pcapng file with nanosecond timestamps.
 
-        A regular file is mapped into memory and handed to libpcap as a
-        memory stream (pcap_fopen_offline): libpcap still reads every record,
-        but without a read() system call and its copy per 4 KiB. Pipes and
-        other files go through pcap_open_offline as usual.
+        A regular file is mapped into memory and opened by libpcap as a memory
+        stream (pcap_fopen_offline), which checks its file header. A classic
+        pcap file is then read by our own walk over the mapping: no stdio, no
+        copy per record, and a record longer than the snapshot length keeps
+        its captured length (libpcap would cut it). With own_reader=False, or
+        for a pcapng file, libpcap reads every record, without a read()
+        system call and its copy per 4 KiB. Pipes and other files go through
+        pcap_open_offline as usual.
         Raises PcapError with libpcap's reason (no such file, unknown format...);
         libpcap gives no status code for these.
         """
@@ -309,7 +436,24 @@ cdef class SavefileCapture(BaseCapture):
         cap._init_handle(path, iface, 1)
         cap.ctx.sec32 = pcap_major_version(cap.p) == 2    # pcapng files say 1
         cap.ctx.frac_unit = cap._fraction_unit()
+        if own_reader and fp != NULL and cap.ctx.frac_unit != 0 and \
+                pcap_major_version(cap.p) == 2 and pcap_minor_version(cap.p) == 4:
+            cap._start_classic()
         return cap
+
+    cdef void _start_classic(self) noexcept:
+        """Read the records of this mapped classic pcap (version 2.4) ourselves,
+        from just after its 24-byte file header, which libpcap has checked."""
+        cdef uint32_t magic
+        memcpy(&magic, self.map_base, 4)
+        self.own_reader = True
+        self.rd.base = <const unsigned char*>self.map_base
+        self.rd.size = self.map_len
+        self.rd.pos = 24
+        self.rd.swapped = magic != 0xA1B2C3D4 and magic != 0xA1B23C4D
+        self.rd.frac_mult = <uint64_t>self.ctx.frac_unit
+        self.rd.snapshot = <uint32_t>self.snaplen
+        self.rd.max_caplen = libpcap_max_caplen(self.linktype)
 
     cdef int _fraction_unit(self) noexcept:
         """1000 for a mapped microsecond pcap, 1 for a nanosecond one, 0 unknown."""
@@ -322,14 +466,34 @@ cdef class SavefileCapture(BaseCapture):
             return 1         # a1b23c4d
         return 0
 
+    def set_filter(self, str expression):
+        """Compile and install a BPF filter; raises PcapError with libpcap's reason.
+
+        The own reader runs it on each frame (pcap_offline_filter, with the
+        record's captured and original lengths); otherwise libpcap does."""
+        cdef bpf_program prog
+        if not self.own_reader:
+            return BaseCapture.set_filter(self, expression)
+        self._compile(expression, &prog)
+        if self.rd.filtered:
+            pcap_freecode(&self.rd.prog)
+        self.rd.prog = prog
+        self.rd.filtered = True
+
+    cdef long _position(self) noexcept:
+        """The byte offset reached in the savefile (-1 if libpcap cannot tell)."""
+        if self.own_reader:
+            return <long>self.rd.pos
+        return ftell(pcap_file(self.p))
+
     cdef void _drop_read_pages(self) noexcept:
-        """Unmap the pages libpcap has read past, so that resident memory stays
-        flat whatever the file size (the page cache keeps them, shared)."""
+        """Unmap the pages read past, so that resident memory stays flat
+        whatever the file size (the page cache keeps them, shared)."""
         cdef long pos
         cdef size_t upto
         if self.map_base == NULL:
             return
-        pos = ftell(pcap_file(self.p))
+        pos = self._position()
         if pos <= 0:
             return
         upto = (<size_t>pos) & ~(<size_t>0xFFFFF)    # whole MiB below the read position
@@ -365,17 +529,37 @@ cdef class SavefileCapture(BaseCapture):
         if not self._begin_fill(buf, start):
             return 0, FILL_FULL
         with nogil:
-            while self.ctx.n < self.ctx.cap:
-                rc = dispatch_some(self.p, &self.ctx)
-                if rc <= 0:
-                    break
+            if self.own_reader:
+                rc = classic_fill(&self.rd, &self.ctx)
+            else:
+                while self.ctx.n < self.ctx.cap:
+                    rc = dispatch_some(self.p, &self.ctx)
+                    if rc <= 0:
+                        break
         self._drop_read_pages()
         return self._end_fill(start, rc, FILL_EOF)
 
+    cdef str _read_error(self):
+        """Why the last read failed: libpcap's message, or the own reader's in
+        libpcap's words (sf-pcap.c)."""
+        if not self.own_reader:
+            return BaseCapture._read_error(self)
+        if self.rd.err == CLASSIC_SHORT_HEADER:
+            return (f"truncated dump file; tried to read {self.rd.err_want} header bytes, "
+                    f"only got {self.rd.err_got}")
+        if self.rd.err == CLASSIC_SHORT_DATA:
+            return (f"truncated dump file; tried to read {self.rd.err_want} captured bytes, "
+                    f"only got {self.rd.err_got}")
+        if self.rd.err_want > self.rd.snapshot:
+            return (f"invalid packet capture length {self.rd.err_want}, bigger than "
+                    f"snaplen of {self.rd.snapshot}")
+        return (f"invalid packet capture length {self.rd.err_want}, bigger than "
+                f"maximum of {self.rd.max_caplen}")
+
     def file_offset(self):
-        """Byte offset that libpcap's reader has reached in the savefile."""
+        """Byte offset that the reader (ours or libpcap's) has reached in the savefile."""
         self._check_open()
-        return ftell(pcap_file(self.p))
+        return self._position()
 
 
 cdef class LiveCapture(BaseCapture):
