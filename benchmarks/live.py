@@ -372,6 +372,30 @@ def rows_fixture(rows: int) -> Path:
     return gen.ensure(spec, log=log)[0]
 
 
+def _run_steps(launcher: measure.Launcher, plan: list[tuple], seconds: float,
+               describe: Callable[[dict], str]) -> list[dict] | int:
+    """Run each step of `plan`, (fixture, rate, limit, capturer, fields to add), on the
+    veth pair, logging `describe(step)`; returns the steps, or the exit status when
+    interrupted (130) or failed (1), the pair removed either way."""
+    steps = []
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with VethPair():
+            for fixture, rate, limit, cap, extra in plan:
+                step = dict(run_step(launcher, cap, fixture, rate, limit, seconds), **extra)
+                log(describe(step))
+                steps.append(step)
+    except KeyboardInterrupt:
+        print("live: interrupted; namespace and veth pair removed", file=sys.stderr)
+        return 130
+    except (RuntimeError, ValueError, subprocess.SubprocessError) as err:
+        print(f"live: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return steps
+
+
 def _on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
@@ -424,27 +448,14 @@ def main(argv: list[str]) -> int:
     for note in notes:
         log(note)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    steps = []
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        with VethPair():
-            for rate in args.rates:
-                limit = args.max_packets if rate == "top" else \
-                    min(args.max_packets, int(int(rate) * args.seconds))
-                for cap in caps:
-                    step = run_step(ctx.launcher, cap, fixture, rate, limit, args.seconds)
-                    log(f"{rate:>8} {cap.name:18} sent {step['sent']:>9} captured "
-                        f"{step['captured']:>9} dropped {step['dropped']:>8} "
-                        f"missing {step['missing']:>8}")
-                    steps.append(step)
-    except KeyboardInterrupt:
-        print("live: interrupted; namespace and veth pair removed", file=sys.stderr)
-        return 130
-    except (RuntimeError, ValueError, subprocess.SubprocessError) as err:
-        print(f"live: error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    plan = [(fixture, rate, args.max_packets if rate == "top" else
+             min(args.max_packets, int(int(rate) * args.seconds)), cap, {})
+            for rate in args.rates for cap in caps]
+    steps = _run_steps(ctx.launcher, plan, args.seconds, lambda step: (
+        f"{step['rate']:>8} {step['capturer']:18} sent {step['sent']:>9} captured "
+        f"{step['captured']:>9} dropped {step['dropped']:>8} missing {step['missing']:>8}"))
+    if isinstance(steps, int):
+        return steps
     result = {"started": started, "machine": measure.machine(ctx.pt_engine), "fixture": fixture.name,
               "options": vars(args), "notes": notes, "steps": steps}
     path = suite.write_result(result, "-live")
@@ -468,26 +479,14 @@ def _rows_main(ctx: suite.Context, args) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     rate = str(args.rate)
     limit = min(args.max_packets, int(args.rate * args.seconds))
-    steps = []
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        with VethPair():
-            for rows, fixture in fixtures.items():
-                for cap in caps:
-                    step = dict(run_step(ctx.launcher, cap, fixture, rate, limit, args.seconds),
-                                rows=rows, fixture=fixture.name)
-                    log(f"{rows:>7} rows {cap.name:14} captured {step['captured']:>9} dropped "
-                        f"{step['dropped']:>8} main {step['traffic_main_ns_per_packet']:7.0f} "
-                        f"capture {step['traffic_capture_ns_per_packet']:7.0f} ns/pkt")
-                    steps.append(step)
-    except KeyboardInterrupt:
-        print("live: interrupted; namespace and veth pair removed", file=sys.stderr)
-        return 130
-    except (RuntimeError, ValueError, subprocess.SubprocessError) as err:
-        print(f"live: error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    plan = [(fixture, rate, limit, cap, {"rows": rows, "fixture": fixture.name})
+            for rows, fixture in fixtures.items() for cap in caps]
+    steps = _run_steps(ctx.launcher, plan, args.seconds, lambda step: (
+        f"{step['rows']:>7} rows {step['capturer']:14} captured {step['captured']:>9} dropped "
+        f"{step['dropped']:>8} main {step['traffic_main_ns_per_packet']:7.0f} "
+        f"capture {step['traffic_capture_ns_per_packet']:7.0f} ns/pkt"))
+    if isinstance(steps, int):
+        return steps
     result = {"started": started, "machine": measure.machine(ctx.pt_engine), "mode": "rows",
               "fixtures": {str(k): v.name for k, v in fixtures.items()},
               "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
