@@ -1,12 +1,14 @@
 """``python -m benchmarks``: the one command (see benchmarks/README.md).
 
     python -m benchmarks [--quick] [--rounds N] [--packets N] [--only TOOL...] [--memory]
+                         [--callgrind] [--baseline RESULTS.json]
     python -m benchmarks plot RESULTS.json [-o OUT.png]
     python -m benchmarks live [--seconds S] [--rates PPS...]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -31,10 +33,24 @@ def _run(argv: list[str]) -> int:
     ap.add_argument("--memory", action="store_true",
                     help="also run pt-engine on 10M- and 40M-frame 64-byte files and report the "
                          "peak memory of its whole process tree")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="also count the instructions per packet of each process (pt-engine's "
+                         "main and capture processes, the C empty loop) under valgrind's "
+                         "callgrind on the 1M-frame 64-byte fixture (skipped if valgrind is "
+                         "missing)")
+    ap.add_argument("--baseline", type=Path, metavar="RESULTS.json",
+                    help="an earlier results file (e.g. of main): report how many times "
+                         "cheaper the aggregator's CPU on the many-ports fixture is now")
     ap.add_argument("--pt-engine", metavar="EXE",
                     help="the pt-engine executable to measure (default: the script installed "
                          "next to this Python)")
     args = ap.parse_args(argv)
+    baseline = None
+    if args.baseline:
+        try:
+            baseline = json.loads(args.baseline.read_text())
+        except (OSError, ValueError) as err:
+            ap.error(f"--baseline {args.baseline}: {err}")
     sizes = suite.QUICK_SIZES if args.quick else suite.DEFAULT_SIZES
     if args.packets:
         n = args.packets
@@ -45,7 +61,8 @@ def _run(argv: list[str]) -> int:
         ap.error("--rounds must be at least 1")
     try:
         result = suite.run_suite(sizes, rounds, args.only, args.memory, args.quick,
-                                 args.pt_engine)
+                                 args.pt_engine, use_callgrind=args.callgrind,
+                                 baseline=baseline)
     except RuntimeError as err:
         print(f"benchmarks: error: {err}", file=sys.stderr)
         return 1

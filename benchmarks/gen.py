@@ -17,6 +17,12 @@ fixture's seed, so the same parameters give byte-identical files):
   (198.19.0.0/16, one of the server ports, picked with Zipf(A) weights
   when ``zipf`` is set, uniformly otherwise). Both ranges are RFC 2544's
   benchmarking block; IPv6 flows use 2001:db8::/32 (RFC 3849).
+* ``pool=N`` instead (the many-ports fixtures): both ports of every flow,
+  client and server, drawn uniformly from one pool of N ports (drawn once
+  from 0-65535; N = 65536 is every port), so TCP and UDP each show up on
+  about N rows: 65536 gives about 131k active (protocol, port) rows per
+  1-second window at 1 Mpps with flows >= 1M; 1000 and 10000 give the 2k and
+  20k rows of the live CPU steps. ``ports`` and ``zipf`` are not used then.
 * Each packet picks a flow uniformly and a direction (client -> server or
   back) with even odds, so a server port collects mostly ``in`` on one side
   and ``out`` on the other, and ephemeral ports show up as rows too.
@@ -106,6 +112,7 @@ class FixtureSpec:
     seed: int = 1
     rate_pps: int = 1_000_000
     split: int = 1
+    pool: int | None = None    # both ports of a flow from one pool of this many (see above)
 
     def __post_init__(self):
         if self.mix not in PROTO_MIXES:
@@ -117,12 +124,18 @@ class FixtureSpec:
         for name in ("packets", "flows", "rate_pps", "split"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be at least 1")
+        if self.pool is not None:
+            if not 1 <= self.pool <= 65536:
+                raise ValueError(f"pool {self.pool}: between 1 and 65536")
+            if self.zipf is not None:
+                raise ValueError("zipf applies to server ports, which a pool replaces")
 
     @property
     def name(self) -> str:
-        """File stem, e.g. plain-64-n10M-p1000-f10000-zu-s1-r1M."""
+        """File stem, e.g. plain-64-n10M-p1000-f10000-zu-s1-r1M (a pool: ...-pool65536-...)."""
         zipf = "u" if self.zipf is None else f"{self.zipf:g}"
-        return (f"{self.mix}-{self.sizes}-n{short_count(self.packets)}-p{self.ports}-f{self.flows}"
+        ports = f"p{self.ports}" if self.pool is None else f"pool{self.pool}"
+        return (f"{self.mix}-{self.sizes}-n{short_count(self.packets)}-{ports}-f{self.flows}"
                 f"-z{zipf}-s{self.seed}-r{short_count(self.rate_pps)}")
 
     def stems(self) -> list[str]:
@@ -199,7 +212,7 @@ def _draw_flows(spec: FixtureSpec) -> _Flows:
         weights = 1.0 / np.arange(1, spec.ports + 1, dtype=np.float64) ** spec.zipf
         weights /= weights.sum()
     f = spec.flows
-    return _Flows(
+    flows = _Flows(
         kind=rng.choice(4, f, p=np.array(mix.flow_kinds) / sum(mix.flow_kinds)).astype(np.uint8),
         client_ip=(0xC6120000 + rng.integers(1, 65535, f)).astype(np.uint32),
         server_ip=(0xC6130000 + rng.integers(1, 65535, f)).astype(np.uint32),
@@ -208,6 +221,14 @@ def _draw_flows(spec: FixtureSpec) -> _Flows:
         vlan=rng.random(f) < mix.vlan,
         vlan_id=rng.integers(1, 4095, f).astype(np.uint16),
     )
+    if spec.pool is not None:
+        # Its own stream: the draws above stay those of the same spec without a pool.
+        prng = np.random.default_rng([spec.seed, 0, spec.pool])
+        pool = (np.arange(65536) if spec.pool == 65536 else
+                np.sort(prng.choice(65536, spec.pool, replace=False))).astype(np.uint16)
+        flows.client_port = pool[prng.integers(0, spec.pool, f)]
+        flows.server_port = pool[prng.integers(0, spec.pool, f)]
+    return flows
 
 
 @dataclass
@@ -589,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="packets per second of the timestamps (default 1000000)")
     ap.add_argument("--split", type=int, default=d.split,
                     help="write N interleaved files covering the same time span")
+    ap.add_argument("--pool", type=int, default=None, metavar="N",
+                    help="both ports of every flow from one pool of N ports (65536: all); "
+                         "replaces --ports and --zipf")
     ap.add_argument("--dir", type=Path, default=FIXTURE_DIR)
     ap.add_argument("--force", action="store_true", help="regenerate even if present")
     args = ap.parse_args(argv)

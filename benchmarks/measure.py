@@ -6,7 +6,10 @@ wait4) and reports the ``wait4`` resource usage. That usage covers the
 command *and every descendant it waited for*: CPU seconds are user + system
 of the whole process tree, and ``maxrss`` is the largest resident set any
 one process of the tree reached. pt-engine forks its capture processes and
-joins them, so both include them. (Started straight from this Python
+joins them, so both include them. The launcher also reads the command's own
+process alone (``main_cpu_s``: pt-engine's aggregator, all its threads, none
+of its capture processes) from /proc while it is a zombie, in clock ticks
+(10 ms steps); ``children_cpu_s`` is the rest of the tree. (Started straight from this Python
 process, a command's maxrss would start at the suite's own peak: Linux
 carries the replaced address space's peak across exec.)
 
@@ -71,6 +74,7 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    main_cpu_s: float | None = None   # user + system of the command's own process alone
     tree_rss_kib: int | None = None   # peak of the summed RSS of the live tree (sampled)
     tree_pss_kib: int | None = None   # peak of the summed PSS of the live tree (sampled)
 
@@ -78,6 +82,11 @@ class Run:
     def ok(self) -> bool:
         """True when the process exited with status 0."""
         return self.returncode == 0
+
+    @property
+    def children_cpu_s(self) -> float | None:
+        """User + system of the command's descendants (pt-engine's capture processes)."""
+        return None if self.main_cpu_s is None else max(self.cpu_s - self.main_cpu_s, 0.0)
 
 
 class _TreeSampler(threading.Thread):
@@ -175,10 +184,17 @@ class Launcher:
             return Run(argv=list(map(str, argv)), wall_s=cost["wall_ns"] / 1e9,
                        cpu_s=(cost["utime_us"] + cost["stime_us"]) / 1e6,
                        maxrss_kib=cost["maxrss_kib"], returncode=cost["status"],
+                       main_cpu_s=main_cpu_s(cost),
                        stdout=out.read().decode(errors="replace"),
                        stderr=err.read().decode(errors="replace"),
                        tree_rss_kib=sampler.peak_rss // 1024 if sampler else None,
                        tree_pss_kib=sampler.peak_pss // 1024 if sampler else None)
+
+
+def main_cpu_s(cost: dict) -> float | None:
+    """The command's own user + system seconds from a launcher report (None if unread)."""
+    user, system = cost.get("self_utime_us", -1), cost.get("self_stime_us", -1)
+    return None if user < 0 or system < 0 else (user + system) / 1e6
 
 
 def kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:

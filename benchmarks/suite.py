@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import gen, measure
+from . import callgrind, gen, measure
 from .gen import FixtureSpec
 
 HERE = Path(__file__).resolve().parent
@@ -44,12 +44,18 @@ class Sizes:
     medium: int        # pcapy-ng next() loop
     small: int         # dpkt, tshark, pt-engine's pure-Python reference
     tiny: int          # scapy
+    large: int | None = None   # the 64-byte 16M fixture (pt-engine and c-empty); None: not run
 
 
 DEFAULT_SIZES = Sizes(main=10_000_000, mixed=2_000_000, medium=1_000_000, small=200_000,
-                      tiny=10_000)
+                      tiny=10_000, large=16_000_000)
 QUICK_SIZES = Sizes(main=1_000_000, mixed=200_000, medium=200_000, small=50_000, tiny=2_000)
 MEMORY_PACKETS = (10_000_000, 40_000_000)
+# The many-ports fixture: both ports of every flow drawn from all 65536, TCP and
+# UDP, 2**20 flows: about 131k active (protocol, port) rows in every 1-second window.
+MANY_PORTS_POOL = 65536
+MANY_PORTS_FLOWS = 1 << 20
+MANY_PORTS_MIN_ROWS = 100_000
 
 
 def fixture_specs(sizes: Sizes) -> dict[str, FixtureSpec]:
@@ -62,6 +68,9 @@ def fixture_specs(sizes: Sizes) -> dict[str, FixtureSpec]:
         "64-medium": FixtureSpec(sizes="64", packets=sizes.medium),
         "64-small": FixtureSpec(sizes="64", packets=sizes.small),
         "64-tiny": FixtureSpec(sizes="64", packets=sizes.tiny),
+        "many-ports": FixtureSpec(sizes="64", packets=sizes.main, flows=MANY_PORTS_FLOWS,
+                                  pool=MANY_PORTS_POOL),
+        **({"64-16M": FixtureSpec(sizes="64", packets=sizes.large)} if sizes.large else {}),
     }
 
 
@@ -73,6 +82,8 @@ def label(spec: FixtureSpec) -> str:
         text = f"{spec.mix} {text}"
     if spec.zipf is not None:
         text += f" z{spec.zipf:g}"
+    if spec.pool is not None:
+        text += " all ports" if spec.pool == 65536 else f" pool {spec.pool}"
     if spec.split > 1:
         text += f" /{spec.split}"
     return text
@@ -219,6 +230,8 @@ CASES = (
     ("pt-engine", "64-small"), ("pt-engine-reference", "64-small"), ("dpkt", "64-small"),
     ("tshark", "64-small"),
     ("scapy", "64-tiny"),
+    ("pt-engine", "many-ports"), ("c-empty", "many-ports"), ("c-count", "many-ports"),
+    ("pt-engine", "64-16M"), ("c-empty", "64-16M"),
 )
 
 # Ratios are to the C empty loop on the same fixture, or on the 64-byte main one.
@@ -234,6 +247,8 @@ TARGETS = (
      ("pcapy-batch", "imix"), 2.0),
     ("2 processes over 2 files: >= 1.6 x 1 process", ("pt-engine-2proc", "64x2"),
      ("pt-engine", "64"), 1.6),
+    ("1 process, 64B 16M: >= 0.8 x C empty loop", ("pt-engine", "64-16M"),
+     ("c-empty", "64-16M"), 0.8),
 )
 MEMORY_LIMIT_MIB = 200
 GATE_FAILURE = "wrong counters (gate); not timed"
@@ -303,6 +318,19 @@ class GateResult:
     ok: bool
     detail: str
     wall_s: float
+    rows_per_window: dict | None = None    # min / median / max port rows of the windows
+
+
+def _rows_per_window(stdout: str) -> dict | None:
+    """Port rows of each window record of a JSON-lines stream: min, median, max, windows."""
+    rows = []
+    for line in stdout.splitlines():
+        if line.startswith('{"type":"window"'):
+            rows.append(len(json.loads(line).get("ports", ())))
+    if not rows:
+        return None
+    return {"windows": len(rows), "min": min(rows), "median": statistics.median(rows),
+            "max": max(rows)}
 
 
 def gate(ctx: Context, tool: Tool, fx: Fixture) -> GateResult:
@@ -323,7 +351,8 @@ def gate(ctx: Context, tool: Tool, fx: Fixture) -> GateResult:
             else:
                 detail = _describe_mismatch(got, fx.summary)
     return GateResult(tool.name, fx.role, label(fx.spec), not detail, detail or "exact",
-                      round(run.wall_s, 3))
+                      round(run.wall_s, 3),
+                      _rows_per_window(run.stdout) if run.ok and fx.spec.pool else None)
 
 
 def _env(tool: Tool) -> dict:
@@ -391,7 +420,8 @@ def case_stats(case: Case, reference: Case | None) -> dict:
            "role": case.fixture.role, "fixture_files": [p.name for p in case.fixture.paths],
            "packets": case.fixture.packets, "failure": case.failure,
            "runs": [{"wall_s": round(r.wall_s, 4), "cpu_s": round(r.cpu_s, 4),
-                     "maxrss_kib": r.maxrss_kib} for r in case.runs]}
+                     "main_cpu_s": r.main_cpu_s, "maxrss_kib": r.maxrss_kib}
+                    for r in case.runs]}
     if case.failure or not case.runs:
         return out
     mpps = case.mpps()
@@ -401,6 +431,13 @@ def case_stats(case: Case, reference: Case | None) -> dict:
                / case.fixture.packets * 1e9,
                peak_mib=max(r.maxrss_kib for r in case.runs) / 1024,
                argv=case.runs[0].argv)
+    main = [r.main_cpu_s for r in case.runs if r.main_cpu_s is not None]
+    if main:
+        out.update(main_cpu_s_median=statistics.median(main), main_cpu_s_min=min(main),
+                   main_cpu_s_max=max(main),
+                   children_cpu_s_median=statistics.median(r.children_cpu_s for r in case.runs
+                                                           if r.main_cpu_s is not None),
+                   main_cpu_ns_per_packet=statistics.median(main) / case.fixture.packets * 1e9)
     if reference is not None and reference.runs and not reference.failure:
         out["reference"] = f"c-empty on {label(reference.fixture.spec)}"
         out["ratio_c_empty"] = out["mpps_median"] / statistics.median(reference.mpps())
@@ -456,19 +493,22 @@ def memory_study(ctx: Context, directory: Path = gen.FIXTURE_DIR) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """The results table: tool, fixture, Mpps, spread, ratio to C empty, CPU s, peak MiB."""
-    head = ("tool", "fixture", "Mpps", "min-max", "x C empty", "CPU s", "ns/pkt", "peak MiB")
+    head = ("tool", "fixture", "Mpps", "min-max", "x C empty", "CPU s", "ns/pkt", "main CPU s",
+            "peak MiB")
+    blank = ("",) * (len(head) - 3)
     lines = [head]
     for r in rows:
         if r.get("failure"):
-            lines.append((r["tool"], r["fixture"], "FAIL", "", "", "", "", ""))
+            lines.append((r["tool"], r["fixture"], "FAIL", *blank))
             continue
         if "mpps_median" not in r:
-            lines.append((r["tool"], r["fixture"], "-", "", "", "", "", ""))
+            lines.append((r["tool"], r["fixture"], "-", *blank))
             continue
         ratio = _num(r["ratio_c_empty"]) if "ratio_c_empty" in r else ""
+        main = f"{r['main_cpu_s_median']:.2f}" if "main_cpu_s_median" in r else ""
         lines.append((r["tool"], r["fixture"], _num(r["mpps_median"]),
                       f"{_num(r['mpps_min'])}-{_num(r['mpps_max'])}", ratio,
-                      f"{r['cpu_s_median']:.2f}", f"{r['cpu_ns_per_packet']:.0f}",
+                      f"{r['cpu_s_median']:.2f}", f"{r['cpu_ns_per_packet']:.0f}", main,
                       f"{r['peak_mib']:.0f}"))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     text = []
@@ -493,8 +533,9 @@ def format_report(result: dict) -> str:
         out.append(f"  {tool}: {note}")
     out.append("  x C empty: median Mpps / median Mpps of c-empty on the same fixture "
                "(small fixtures: on the 64B main one)")
-    out.append("  CPU s: user+system of the whole process tree; peak MiB: largest RSS of one "
-               "process of the tree")
+    out.append("  CPU s: user+system of the whole process tree; main CPU s: of its first "
+               "process alone (pt-engine's aggregator, without its capture processes; 10 ms "
+               "steps); peak MiB: largest RSS of one process of the tree")
     for g in result["gate"]:
         if not g["ok"]:
             out.append(f"  FAIL {g['tool']} on {g['fixture']}: {g['detail']}")
@@ -511,6 +552,8 @@ def format_report(result: dict) -> str:
                 out.append(f"  {t['target']:52} {t['median']:.3f} [{t['best']:.3f}]  {t['status']}")
             else:
                 out.append(f"  {t['target']:52} {t['status']}")
+    out += format_aggregator(result)
+    out += format_callgrind(result.get("callgrind"))
     if result.get("memory"):
         out += ["", f"memory, pt-engine read (target: < {MEMORY_LIMIT_MIB} MiB, flat in file size):"]
         for m in result["memory"]:
@@ -523,13 +566,116 @@ def format_report(result: dict) -> str:
     return "\n".join(out)
 
 
+def aggregator_rows(result: dict) -> list[dict]:
+    """pt-engine's aggregator (its main process) on the many-ports fixture: CPU seconds,
+    rows per window, and the ratio to the same figure of a baseline result if given."""
+    gates = {(g["tool"], g["role"]): g for g in result["gate"]}
+    base = {(c["tool"], c["role"]): c for c in (result.get("baseline") or {}).get("cases", [])}
+    out = []
+    for c in result["cases"]:
+        if c["role"] != "many-ports" or c["tool"] != "pt-engine":
+            continue
+        row = {"tool": c["tool"], "fixture": c["fixture"], "failure": c.get("failure"),
+               "rows_per_window": (gates.get((c["tool"], c["role"])) or {}).get(
+                   "rows_per_window")}
+        for k in ("main_cpu_s_median", "main_cpu_s_min", "main_cpu_s_max",
+                  "children_cpu_s_median", "main_cpu_ns_per_packet"):
+            if k in c:
+                row[k] = c[k]
+        old = base.get((c["tool"], c["role"]))
+        if old and "main_cpu_s_median" in old and row.get("main_cpu_s_median"):
+            row["baseline_main_cpu_s_median"] = old["main_cpu_s_median"]
+            row["cheaper_than_baseline"] = old["main_cpu_s_median"] / row["main_cpu_s_median"]
+        out.append(row)
+    return out
+
+
+def format_aggregator(result: dict) -> list[str]:
+    """The aggregator section of the report (empty when the case was not run)."""
+    rows = result.get("aggregator") or []
+    if not rows:
+        return []
+    out = ["", "aggregator (pt-engine's main process, capture processes apart), many-ports "
+           "fixture:"]
+    for r in rows:
+        rpw = r.get("rows_per_window")
+        rows_text = (f"{rpw['min']}-{rpw['max']} rows/window over {rpw['windows']} windows"
+                     + ("" if rpw["min"] >= MANY_PORTS_MIN_ROWS
+                        else f" (UNDER {MANY_PORTS_MIN_ROWS})")) if rpw else "rows/window unknown"
+        if r.get("failure") or "main_cpu_s_median" not in r:
+            out.append(f"  {r['fixture']}: {rows_text}; {r.get('failure') or 'no CPU figures'}")
+            continue
+        line = (f"  {r['fixture']}: {rows_text}; aggregator CPU {r['main_cpu_s_median']:.2f} s "
+                f"[{r['main_cpu_s_min']:.2f}-{r['main_cpu_s_max']:.2f}] "
+                f"({r['main_cpu_ns_per_packet']:.0f} ns/pkt), capture processes "
+                f"{r['children_cpu_s_median']:.2f} s")
+        if "cheaper_than_baseline" in r:
+            line += (f"; baseline {r['baseline_main_cpu_s_median']:.2f} s: "
+                     f"{r['cheaper_than_baseline']:.1f} x cheaper (target >= 20 x)")
+        out.append(line)
+    return out
+
+
+def format_callgrind(cg: dict | None) -> list[str]:
+    """The instruction-count section of the report."""
+    if not cg:
+        return []
+    if cg.get("skipped"):
+        return ["", cg["skipped"]]
+    out = ["", f"instructions (callgrind; not timing: independent of load) on "
+               f"{cg['fixture']} ({cg['packets']} frames; marginal: minus the same run on "
+               f"{cg['small_fixture']}, per extra frame):"]
+    for tool in cg["tools"]:
+        if tool.get("error"):
+            out.append(f"  {tool['tool']}: FAIL: {tool['error']}")
+            continue
+        for r in tool["processes"]:
+            text = (f"  {tool['tool']:10} {r['role']:14} {r['instructions'] / 1e6:10.1f} M  "
+                    f"{r['per_packet']:8.1f} /pkt")
+            if "marginal_per_packet" in r:
+                text += f"  marginal {r['marginal_per_packet']:8.1f} /pkt"
+            if "to_first_fork" in r:
+                text += f"  to the first fork {r['to_first_fork'] / 1e6:.1f} M"
+            out.append(text)
+    return out
+
+
+def callgrind_study(ctx: Context, fixtures: dict[str, Fixture]) -> dict:
+    """pt-engine read (msgpack to /dev/null) and the C empty loop under callgrind on the
+    64-byte medium fixture, and on the tiny one for the marginal figure."""
+    if not callgrind.available():
+        log(callgrind.VALGRIND_MISSING)
+        return {"skipped": callgrind.VALGRIND_MISSING}
+    big, small = fixtures["64-medium"], fixtures["64-tiny"]
+    out = {"fixture": label(big.spec), "packets": big.packets, "small_fixture": label(small.spec),
+           "small_packets": small.packets, "tools": []}
+    for name in ("pt-engine", "c-empty"):
+        tool = TOOLS[name]
+        entry: dict = {"tool": name}
+        try:
+            runs = {}
+            for fx in (small, big):
+                log(f"callgrind {name:19} {label(fx.spec)}")
+                runs[fx.role] = callgrind.run(tool.command(ctx, fx.paths), env=_env(tool),
+                                              cwd=measure.ROOT)
+            entry["argv"] = tool.command(ctx, big.paths)
+            entry["processes"] = callgrind.per_packet(runs[big.role], runs[small.role],
+                                                      big.packets, small.packets)
+        except (RuntimeError, ValueError) as err:
+            entry["error"] = str(err)
+            log(f"callgrind {name}: FAIL: {err}")
+        out["tools"].append(entry)
+    return out
+
+
 def select_cases(specs: dict[str, FixtureSpec], only: list[str] | None) -> list[tuple[str, str]]:
     """The (tool, role) cases to run: all, or those of the `only` tools plus their c-empty
     references; a tool is run once per distinct fixture (small --packets can make roles equal)."""
-    chosen = [c for c in CASES if only is None or c[0] in only]
+    cases = [c for c in CASES if c[1] in specs]
+    chosen = [c for c in cases if only is None or c[0] in only]
     refs = {("c-empty", REFERENCE_ROLE.get(role, role)) for _, role in chosen}
     picked, seen = [], set()
-    for tool, role in CASES:
+    for tool, role in cases:
         if (tool, role) in chosen or (tool, role) in refs:
             if (tool, specs[role]) not in seen:
                 seen.add((tool, specs[role]))
@@ -539,7 +685,8 @@ def select_cases(specs: dict[str, FixtureSpec], only: list[str] | None) -> list[
 
 def run_suite(sizes: Sizes, rounds: int, only: list[str] | None, memory: bool,
               quick: bool, pt_engine: str | None = None,
-              directory: Path = gen.FIXTURE_DIR) -> dict:
+              directory: Path = gen.FIXTURE_DIR, use_callgrind: bool = False,
+              baseline: dict | None = None) -> dict:
     """Generate, gate, time, and return the whole result (for write_result).
 
     Raises RuntimeError when the C helpers cannot be built or pt-engine not found.
@@ -564,6 +711,12 @@ def run_suite(sizes: Sizes, rounds: int, only: list[str] | None, memory: bool,
         if case.key in failed_gate:
             case.failure = GATE_FAILURE
     time_cases(ctx, [c for c in cases if not c.failure], rounds)
+    cg = None
+    if use_callgrind:
+        for role in ("64-medium", "64-tiny"):
+            if role not in fixtures:
+                fixtures[role] = load_fixture(role, specs[role], directory)
+        cg = callgrind_study(ctx, fixtures)
     by_key = {c.key: c for c in cases}
     rows = []
     for case in cases:
@@ -573,7 +726,7 @@ def run_suite(sizes: Sizes, rounds: int, only: list[str] | None, memory: bool,
         "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": measure.machine(ctx.pt_engine),
         "options": {"rounds": rounds, "sizes": sizes.__dict__, "only": only, "memory": memory,
-                    "quick": quick, "pt_engine": list(ctx.pt_engine),
+                    "quick": quick, "pt_engine": list(ctx.pt_engine), "callgrind": use_callgrind,
                     "python_bytecode": "cached (PYTHONPYCACHEPREFIX=benchmarks/fixtures/pycache)"},
         "fixtures": {role: {"name": fx.spec.name, "label": label(fx.spec), "packets": fx.packets,
                             "bytes": fx.summary["totals"]["bytes"], "file_bytes": fx.file_bytes,
@@ -583,7 +736,14 @@ def run_suite(sizes: Sizes, rounds: int, only: list[str] | None, memory: bool,
         "cases": rows,
         "targets": evaluate_targets(by_key),
         "memory": memory_study(ctx, directory) if memory else [],
+        "callgrind": cg,
     }
+    if baseline is not None:
+        result["baseline"] = {"started": baseline.get("started"),
+                              "repo_commit": baseline.get("machine", {}).get("repo_commit"),
+                              "cases": [c for c in baseline.get("cases", [])
+                                        if c.get("role") == "many-ports"]}
+    result["aggregator"] = aggregator_rows(result)
     return result
 
 

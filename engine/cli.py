@@ -3,6 +3,15 @@
 The options of read, run, top and record come from the option table
 (pt_engine.options); this module adds the subcommands' descriptions and
 turns parsed arguments into a run.
+
+Start-up is kept short (a `read` of a small file is mostly start-up): only
+the subcommand given gets its argparse parser (the others are listed, with
+their one-line help, by name only), and each module a subcommand needs is
+imported by that subcommand (plot, top, recorder, plugins, the config file's
+TOML parser only when there is a config file). Started as the program
+(``argv`` None: the console script, ``python -m pt_engine``), ``main`` ends
+the process with ``os._exit`` once stdout and stderr are flushed, skipping
+the interpreter's finalization (see ``_exit``).
 """
 from __future__ import annotations
 
@@ -31,6 +40,11 @@ _DESCRIPTIONS = {
                "capture of record's own with the options of `run`."),
 }
 COMMANDS = ("read", "run", "top", "record", "plot", "plugins")
+# The one-line help of each subcommand in `pt-engine --help`.
+_SUMMARIES = {**{command: summary for command, (summary, _) in _DESCRIPTIONS.items()},
+              "plot": "chart recorded streams as a PNG",
+              "plugins": "list the installed sources, analysers, observers and sinks"}
+_ALL = object()     # _parser: build every subcommand's parser
 
 
 def _version() -> str:
@@ -40,25 +54,42 @@ def _version() -> str:
     return f"pt-engine {__version__} (backend: {backend}; {_core.LIBPCAP_VERSION})"
 
 
-def _parser(config: dict | None = None) -> argparse.ArgumentParser:
-    """The command line; `config` (ConfigFile.defaults) replaces the defaults."""
+def _given_command(argv: list[str]) -> str | None:
+    """The subcommand argparse will take from `argv`: its first word that is not an
+    option (the top level has no option taking a value), or None."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _parser(config: dict | None = None, only=_ALL) -> argparse.ArgumentParser:
+    """The command line; `config` (ConfigFile.defaults) replaces the defaults.
+
+    `only`: build the parser of this subcommand alone (a name, or None for none);
+    every other subcommand is still a choice with its one-line help, as in
+    `pt-engine --help`, but without options (argparse never selects it: it is not
+    the given one). By default every subcommand's parser is built.
+    """
     parser = argparse.ArgumentParser(
         prog="pt-engine",
         description="Exact per-port packet and byte counters from captures, as a msgpack stream.")
     parser.add_argument("--version", action="store_true", help="print the version and backend")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.set_defaults(defaults={})
-    for command, (summary, description) in _DESCRIPTIONS.items():
-        p = sub.add_parser(command, help=summary, description=description)
-        options.add_arguments(p, command, config)
-        # What is not given on the command line: the table's default or the config's.
-        p.set_defaults(defaults={opt.attr: p.get_default(opt.attr)
-                                 for opt in options.for_command(command)})
-    from . import plot
-    plot.add_parser(sub)
-    sub.add_parser("plugins", help="list the installed sources, analysers, observers and "
-                                   "sinks", description="List every plugin, built-in or "
-                                   "installed, with its package and version.")
+    for command in COMMANDS:
+        summary = _SUMMARIES[command]
+        if only is not _ALL and command != only:
+            sub.add_parser(command, help=summary)
+        elif command in _DESCRIPTIONS:
+            p = sub.add_parser(command, help=summary, description=_DESCRIPTIONS[command][1])
+            options.add_arguments(p, command, config)
+            # What is not given on the command line: the table's default or the config's.
+            p.set_defaults(defaults={opt.attr: p.get_default(opt.attr)
+                                     for opt in options.for_command(command)})
+        elif command == "plot":
+            from . import plot
+            plot.add_parser(sub, summary)
+        else:
+            sub.add_parser(command, help=summary, description="List every plugin, built-in "
+                           "or installed, with its package and version.")
     return parser
 
 
@@ -122,8 +153,54 @@ def _plugins() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 runtime error, 2 usage)."""
-    parser = _parser()
+    """Run the command line; returns the exit status (0 ok, 1 runtime error, 2 usage).
+
+    With `argv` None (started as the program) it does not return: the process
+    ends with that status (``_exit``)."""
+    if argv is None:
+        try:
+            status = _main(sys.argv[1:])
+        except SystemExit as done:      # argparse: --help, usage errors
+            status = done.code
+        _exit(status)
+    return _main(argv)
+
+
+def _exit(status) -> None:
+    """End the process with `status` as sys.exit would, but skip the interpreter's
+    finalization (tearing down every module and object costs more than a small
+    read). Everything is flushed and closed first: the outputs are (the
+    pipeline closes them), atexit handlers run, stdout and stderr are flushed.
+    Where that is not clean (a flush fails, a non-daemon thread still runs),
+    the ordinary sys.exit does the rest, with its messages and exit codes."""
+    import atexit
+    import threading
+    if status is None:
+        status = 0
+    elif not isinstance(status, int):   # sys.exit("text"): printed, status 1
+        sys.exit(status)
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive()
+           for t in threading.enumerate()):
+        sys.exit(status)
+    _flush_or_exit(status)
+    atexit._run_exitfuncs()
+    _flush_or_exit(status)
+    os._exit(status & 0xFF)
+
+
+def _flush_or_exit(status: int) -> None:
+    """Flush stdout and stderr; if either fails, sys.exit(status) (the interpreter
+    reports it at finalization, as it always did)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            sys.exit(status)
+
+
+def _main(argv: list[str]) -> int:
+    parser = _parser(only=_given_command(argv))
     args = parser.parse_args(argv)
     try:
         if hasattr(args, "config"):
@@ -132,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"pt-engine: reading config file {path}", file=sys.stderr, flush=True)
             if path is not None:
                 config = load_config(path)
-                parser = _parser(config.defaults())
+                parser = _parser(config.defaults(), only=args.command)
                 args = parser.parse_args(argv)
         if args.version:
             print(_version())
@@ -166,4 +243,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

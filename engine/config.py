@@ -13,7 +13,6 @@ import math
 import os
 import stat
 import pwd
-import tomllib
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -625,6 +624,7 @@ def load_config(path: str) -> ConfigFile:
     except UnicodeDecodeError as err:
         raise ConfigError(f"config file {path}: not UTF-8 text ({err.reason} at byte "
                           f"{err.start})") from None
+    import tomllib     # here: a run without a config file never needs the parser
     try:
         data = tomllib.loads(text)
         lines = _key_lines(text)

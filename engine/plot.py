@@ -48,10 +48,11 @@ _DURATION_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def add_parser(subparsers):
-    """The `plot` subcommand."""
+def add_parser(subparsers, summary: str):
+    """The `plot` subcommand; `summary` is its line in the top-level help (pt_engine.cli
+    owns every subcommand's, so that it can list them without importing this module)."""
     p = subparsers.add_parser(
-        "plot", help="chart recorded streams as a PNG",
+        "plot", help=summary,
         description="Render a PNG from recorded streams (pt-engine record): rate over time "
                     "of the busiest ports, in and out, and total bytes per port. Rates are "
                     "bytes/s in decimal units (1 kB = 1000 bytes); times are UTC.")

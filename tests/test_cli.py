@@ -12,7 +12,7 @@ import time
 import msgpack
 import pytest
 
-from pt_engine import stream
+from pt_engine import cli, stream
 from frames import eth, ipv4, pcap_file, udp
 from streams import DATA, CORPUS, counters, read_stream, run_cli
 
@@ -313,3 +313,41 @@ def test_short_flags_as_tcpdump_and_iftop(tmp_path):
     proc = run_cli("record", str(rec), "-r", str(MANY), "-f", "tcp")
     assert proc.returncode == 0, proc.stderr
     assert {row[0] for row in stream.decode(rec.read_bytes())[-1]["ports"]} == {"tcp"}
+
+
+def test_top_level_help_lists_every_subcommand_with_its_line():
+    proc = run_cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.decode().split())
+    for command in cli.COMMANDS:
+        assert f"{command} {' '.join(cli._SUMMARIES[command].split())}" in text, command
+
+
+def test_only_the_given_subcommand_gets_its_parser_and_imports():
+    """`read` builds read's options alone and imports neither plot nor the TOML parser
+    (no config file); the other subcommands are choices without options."""
+    code = ("import sys; from pt_engine import cli; "
+            "p = cli._parser(only=cli._given_command(['read', 'x.pcap'])); "
+            "args = p.parse_args(['read', 'x.pcap']); "
+            "subs = p._subparsers._group_actions[0].choices; "
+            "print(args.files, sorted(subs), len(subs['run']._actions), "
+            "'pt_engine.plot' in sys.modules, 'tomllib' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["['x.pcap']", *str(sorted(cli.COMMANDS)).split(), "1",
+                                   "False", "False"]
+
+
+def test_exit_after_flush_loses_nothing(tmp_path):
+    """Started as the program, pt-engine ends with os._exit once it has flushed: the
+    stream on stdout and in a file is whole, the status as before."""
+    out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "read", str(MANY), "--format",
+                           "json", "-o", "-", "-o", f"json:{out}"], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.decode().splitlines()
+    assert json.loads(lines[-1])["type"] == "summary"
+    assert out.read_text().splitlines() == lines
+    bad = subprocess.run([sys.executable, "-m", "pt_engine", "read", str(tmp_path / "none")],
+                         capture_output=True)
+    assert bad.returncode == 1 and bad.stderr.decode().startswith("pt-engine: error: ")
