@@ -442,11 +442,8 @@ class PortWindows:
             return stop
         if self._start is None:
             self._open(int(recs[start]["ts_ns"]))
-        try:
-            i = reduce_records(recs, start, stop, self._end, self._table, self._classes,
-                               self._touched, self._state)
-        except ValueError:
-            raise
+        i = reduce_records(recs, start, stop, self._end, self._table, self._classes,
+                           self._touched, self._state)
         self._records += i - start
         if i < stop:
             self.next_ns = int(recs[i]["ts_ns"])

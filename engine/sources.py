@@ -1,7 +1,7 @@
 """Packet sources: where frames come from (capture files, standard input, live devices).
 
-A source fills record buffers (RECORD_DTYPE bytes, normally a shared-memory
-slot) and classifies its own failures into EngineError subclasses. Every
+A source fills record buffers (RECORD_DTYPE bytes: the capture process's
+own buffer, counted there by pt_engine.counting) and classifies its own failures into EngineError subclasses. Every
 source keeps one contract, the ``Source`` protocol:
 
 * ``kind``: the key it is registered under in ``SOURCES`` ("file", "stdin",
@@ -83,7 +83,10 @@ class SourceStats:
     received: int = 0           # libpcap ps_recv (live); frames read (files)
     dropped: int = 0            # libpcap ps_drop: no room in the kernel buffer
     if_dropped: int = 0         # libpcap ps_ifdrop: dropped by the interface
-    transport_dropped: int = 0  # frames read but with no free slot to hand them on
+    # Frames read but not handed on. Always 0 since each capture process counts
+    # its own records (pt_engine.counting); kept so that consumers of the
+    # stream's `sources` keep working.
+    transport_dropped: int = 0
 
 
 class Source(Protocol):
@@ -691,7 +694,6 @@ class LiveSource:
         self.iface = iface
         self.worker = worker
         self.timeout_ms = timeout_ms
-        self.transport_dropped = 0
         if handle is None:
             self._cap, self.warning = open_live_handle(device, snaplen, buffer_bytes,
                                                        timeout_ms, iface)
@@ -726,12 +728,6 @@ class LiveSource:
         """Collect packets into buf[start:] for up to wait_ms; (records, FILL_*)."""
         return self._cap.fill(buf, start, wait_ms)
 
-    def drop(self, scratch) -> tuple[int, int]:
-        """Read packets that have nowhere to go, counting them as transport drops."""
-        n, status = self._cap.fill(scratch, 0, 0)
-        self.transport_dropped += n
-        return n, status
-
     def failure(self) -> CaptureError:
         """The error behind the last FILL_ERROR, classified."""
         message = self._cap.error or "unknown error"
@@ -748,7 +744,7 @@ class LiveSource:
             received, dropped, if_dropped = self._cap.stats()
         except _core.PcapError:
             received = dropped = if_dropped = 0
-        return SourceStats(received, dropped, if_dropped, self.transport_dropped)
+        return SourceStats(received, dropped, if_dropped)
 
     def close(self) -> None:
         """Release the handle."""

@@ -31,8 +31,7 @@ _PROTO_RANK = np.argsort(np.argsort(np.array(records.PROTO_NAMES)))
 def stream_order(rows: np.ndarray) -> np.ndarray:
     """Counter rows sorted by (protocol name, port)."""
     rows = rows.astype(np.int64)
-    return rows[np.argsort(_PROTO_RANK[rows >> 16] * records.N_PORTS + (rows & 0xFFFF),
-                           kind="stable")]
+    return rows[np.argsort(_stream_keys(rows), kind="stable")]
 
 
 def port_rows(rows: np.ndarray, values: np.ndarray, ports) -> PortRows:
