@@ -58,11 +58,11 @@ class CaptureCounting:
     def for_analysers(cls, ctx, names: tuple[str, ...]) -> CaptureCounting:
         """The counting of a run's analysers (`names` as given to analysers.create;
         only those with a counter run here; loading them may import numpy)."""
-        from . import plugins
         counters = {}
         for name in names:
             if name == "ports":
                 continue        # its counter is PortWindows, the windowing itself
+            from . import plugins
             klass = plugins.load("analysers", name)
             if klass.counter is not None:
                 counters[name] = klass.counter(ctx)
