@@ -198,3 +198,19 @@ cdef class PortWindows:
         self.state[3] = 0
         self.records = 0
         return bytes(out)
+
+
+def add_rows(uint64_t[:, ::1] table, const uint32_t[::1] rows, const uint64_t[:, ::1] values):
+    """table[rows[k]] += values[k] for every k (the aggregator's running totals;
+    rows need not be unique). Raises ValueError for bad shapes or rows."""
+    cdef Py_ssize_t n = rows.shape[0], k
+    cdef int j
+    if values.shape[0] != n or (n and values.shape[1] != 4) or table.shape[1] != 4:
+        raise ValueError(f"{n} rows need ({n}, 4) values and a (rows, 4) table")
+    for k in range(n):
+        if rows[k] >= table.shape[0]:
+            raise ValueError(f"row {rows[k]} is past the table's {table.shape[0]} rows")
+    with nogil:
+        for k in range(n):
+            for j in range(4):
+                table[rows[k], j] += values[k, j]

@@ -172,3 +172,16 @@ def test_merging_rows_is_exact_and_ordered():
     rows, values = merge_rows([a, b])
     assert rows.tolist() == [4 << 16 | 9, 2 << 16 | 5, 80]      # dccp, sctp, tcp
     assert values.tolist() == [[0, 0, 1, 1], [1, 2, 3, 2**63], [2, 2, 2, 2**63]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=["native", "reference"])
+def test_add_rows_adds_every_row_even_twice(backend):
+    table = np.zeros((8, 4), dtype=np.uint64)
+    table[3] = 2**63
+    rows = np.array([3, 5, 3], dtype=np.uint32)
+    values = np.arange(12, dtype=np.uint64).reshape(3, 4)
+    backend.add_rows(table, rows, values)
+    assert table[3].tolist() == [2**63 + 8, 2**63 + 10, 2**63 + 12, 2**63 + 14]
+    assert table[5].tolist() == [4, 5, 6, 7] and int(table.sum(axis=1)[[0, 1, 2, 4, 6, 7]].sum()) == 0
+    with pytest.raises(ValueError):
+        backend.add_rows(table, np.array([8], dtype=np.uint32), np.zeros((1, 4), np.uint64))

@@ -26,7 +26,7 @@ MANY = CORPUS / "ppp_many-protocols.pcap"
 
 
 def _big_capture(tmp_path, packets: int = 300_000):
-    """More packets than the capture process's ring holds (8 slots x 32768)."""
+    """More packets than a capture process reads in one go (pipeline.BATCH_RECORDS)."""
     path = tmp_path / f"big-{packets}.pcap"
     if path.exists():
         return path
@@ -72,8 +72,8 @@ def _wait_children(proc, n=1, timeout=20.0) -> list[int]:
 
 
 def test_broken_pipe_ends_promptly_and_quietly(tmp_path):
-    """`read BIG | head -c 10`: the capture process is blocked on a full ring when
-    the reader goes; the run must end at once, status 0, nothing on stderr."""
+    """`read BIG | head -c 10`: the capture process may be blocked waiting for
+    credits (its windows not yet emitted) when the reader goes; the run must end at once, status 0, nothing on stderr."""
     big = _big_capture(tmp_path)
     reader = subprocess.Popen(["head", "-c", "10"], stdin=subprocess.PIPE,
                               stdout=subprocess.DEVNULL)
@@ -96,13 +96,13 @@ def huge(tmp_path_factory):
 @pytest.mark.parametrize("seed", range(6))
 def test_sigkill_of_the_main_process_leaves_nothing(huge, seed):
     """The main process killed at a random point of a read, while its capture
-    processes wait for ring slots (its reader never reads): none survives (they
+    processes wait for credits (its reader never reads): none survives (they
     used to hold on for good), /dev/shm stays clean."""
     rng = random.Random(seed)
     before = _shm()
     reader = subprocess.Popen(["sleep", "30"], stdin=subprocess.PIPE)   # never reads
     # A small output queue: the aggregator soon waits on stdout, and so the
-    # capture processes on their rings.
+    # capture processes for their credits.
     proc = _engine("read", str(huge), str(huge), "--format", "json", "--interval", "0.001",
                    "--output-buffer", "0.05", stdout=reader.stdin, stderr=subprocess.DEVNULL)
     kids = _wait_children(proc, 2)
@@ -141,16 +141,23 @@ def test_sigkill_of_a_capture_process_is_reported(tmp_path, seed):
 
 
 def test_sigstop_sigcont_of_a_capture_process(tmp_path):
-    big = _big_capture(tmp_path, 100_000)
+    """A capture process stopped and continued in the middle of its file (read
+    from a pipe, so that it is still reading when it is stopped) loses nothing."""
+    data = _big_capture(tmp_path, 100_000).read_bytes()
     out = tmp_path / "out.json"
-    proc = _engine("read", str(big), "--format", "json", "--output", str(out),
-                   stderr=subprocess.PIPE)
+    proc = _engine("read", "-", "--format", "json", "--output", str(out),
+                   stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    half = len(data) // 2
+    proc.stdin.write(data[:half])
+    proc.stdin.flush()
     kid = _wait_children(proc)[0]
     os.kill(kid, signal.SIGSTOP)
     time.sleep(0.5)
     os.kill(kid, signal.SIGCONT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    proc.stdin.write(data[half:])
+    proc.stdin.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err
     assert stream.decode(out.read_bytes(), "json")[-1]["totals"]["packets"] == 100_000
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import records
+from ..backend import core
 from ..stream import PortRows
 from . import Analyser, AnalyserContext
 
@@ -59,13 +60,13 @@ _NO_VALUES = np.zeros((0, 4), dtype=np.uint64)
 
 
 def parse_delta(delta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, values, classes) of a PortWindows delta: counter rows (int64) in
+    """(rows, values, classes) of a PortWindows delta: counter rows (uint32) in
     stream order, their (n, 4) uint64 values, the (4, 2) class totals. The
     arrays are views of `delta`."""
     head = np.frombuffer(delta, dtype="<u8", count=HEADER_WORDS)
     n = int(head[12])
     at = HEADER_WORDS * 8
-    rows = np.frombuffer(delta, dtype="<u4", count=n, offset=at).astype(np.int64)
+    rows = np.frombuffer(delta, dtype="<u4", count=n, offset=at)
     at += (n * 4 + 7) & ~7
     values = np.frombuffer(delta, dtype="<u8", count=n * 4, offset=at).reshape(n, 4)
     return rows, values, head[4:12].reshape(4, 2)
@@ -98,6 +99,7 @@ class PortCounters(Analyser):
 
     def __init__(self, ctx: AnalyserContext):
         super().__init__(ctx)
+        self._add_rows = core().add_rows
         self._parts: list[list] = [[] for _ in ctx.groups]
         self._classes = [np.zeros((N_CLASSES, 2), dtype=np.uint64) for _ in ctx.groups]
         self._total = [np.zeros((N_ROWS, 4), dtype=np.uint64) for _ in ctx.groups]
@@ -112,7 +114,8 @@ class PortCounters(Analyser):
         merged = [merge_rows(parts) for parts in self._parts]
         fields = self._fields(merged, self._classes)
         for g, (rows, values) in enumerate(merged):
-            self._total[g][rows] += values
+            self._add_rows(self._total[g], np.ascontiguousarray(rows, dtype=np.uint32),
+                           np.ascontiguousarray(values, dtype=np.uint64))
             self._total_classes[g] += self._classes[g]
             self._classes[g] = np.zeros((N_CLASSES, 2), dtype=np.uint64)
             self._parts[g] = []
