@@ -54,10 +54,20 @@ def _version() -> str:
     return f"pt-engine {__version__} (backend: {backend}; {_core.LIBPCAP_VERSION})"
 
 
+COMPLETION_SHELLS = ("bash", "zsh")
+
+
 def _given_command(argv: list[str]) -> str | None:
     """The subcommand argparse will take from `argv`: its first word that is not an
-    option (the top level has no option taking a value), or None."""
-    return next((word for word in argv if not word.startswith("-")), None)
+    option or the value of --completion (the only top-level option taking one),
+    or None."""
+    words = iter(argv)
+    for word in words:
+        if word == "--completion":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _parser(config: dict | None = None, only=_ALL) -> argparse.ArgumentParser:
@@ -72,6 +82,11 @@ def _parser(config: dict | None = None, only=_ALL) -> argparse.ArgumentParser:
         prog="pt-engine",
         description="Exact per-port packet and byte counters from captures, as a msgpack stream.")
     parser.add_argument("--version", action="store_true", help="print the version and backend")
+    parser.add_argument("--man", action="store_true",
+                        help="show the manual page (written from these options; piped: roff)")
+    parser.add_argument("--completion", choices=COMPLETION_SHELLS, metavar="SHELL",
+                        help="print a completion script for bash or zsh, e.g. "
+                             "`pt-engine --completion bash > /etc/bash_completion.d/pt-engine`")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.set_defaults(defaults={})
     for command in COMMANDS:
@@ -145,6 +160,20 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _completion(shell: str) -> int:
+    """A completion script from the full parser (shtab: it writes bash and zsh
+    scripts from argparse itself, so completion never lags the option table)."""
+    import shtab
+    parser = _parser()
+    for sub in next(a for a in parser._actions
+                    if isinstance(a, argparse._SubParsersAction)).choices.values():
+        for action in sub._actions:
+            if action.dest in ("files", "file", "config", "output"):
+                action.complete = shtab.FILE     # capture files, paths: file names
+    print(shtab.complete(parser, shell=shell))
+    return 0
+
+
 def _plugins() -> int:
     from .plugins import listing
     for line in listing():
@@ -214,6 +243,11 @@ def _main(argv: list[str]) -> int:
         if args.version:
             print(_version())
             return 0
+        if args.man:
+            from . import manpage
+            return manpage.show(_parser())
+        if args.completion:
+            return _completion(args.completion)
         if args.command == "read":
             return _read(args)
         if args.command == "run":
