@@ -144,6 +144,9 @@ def _capture_argv(args) -> list[str]:
         value = getattr(args, opt.attr)
         if value is None or value == args.defaults.get(opt.attr):
             continue
+        if opt.switch:
+            argv.append(opt.name)
+            continue
         for item in value if isinstance(value, (list, tuple)) else [value]:
             argv += [opt.name, str(item)]
     return argv

@@ -160,6 +160,13 @@ def _number(value) -> float:
     return value
 
 
+def check_switch(value) -> bool:
+    """An on/off setting: true or false (in the config file; the flag gives True)."""
+    if not isinstance(value, bool):
+        raise _Bad(f"{value!r} is not true or false")
+    return value
+
+
 def _text(value) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Bad(f"{value!r} is not a non-empty string")

@@ -100,6 +100,9 @@ OPTIONS: tuple[Opt, ...] = (
         "default: the first interface that is up, as tcpdump picks); NETNS/IFACE or "
         "pid:PID/IFACE captures in another network namespace", _LIVE, metavar="IFACE",
         repeat=True, check=config.check_interfaces, convert=_names, label="-i"),
+    Opt("all_netns", ("--all-netns",), "also capture every interface that is up (loopback "
+        "aside) in every named network namespace (`ip netns list`), as NETNS/IFACE",
+        _LIVE, default=False, switch=True, check=config.check_switch),
     Opt("workers", ("--workers",), "capture processes per interface, joined by "
         "PACKET_FANOUT hash (default %(default)s)", _LIVE, default=1, metavar="N",
         arg_type=whole_number, check=config.check_workers),

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING
 from . import backend, errors, records, stream
 from .errors import EngineError
 from .log import log
-from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, InterfaceSpec, LiveSource, enter_netns,
-                      netns_entered, offload_warning, open_source, spare_handle)
+from .sources import (FILL_EOF, FILL_ERROR, FILL_FULL, InterfaceSpec, LiveSource, container_of,
+                      enter_netns, netns_entered, offload_warning, open_source, spare_handle)
 from .transport import Consumer, Credits, Done, Producer
 
 if TYPE_CHECKING:
@@ -190,6 +190,10 @@ def _live_capture_main(spec: LiveSpec, counting: CountingSpec, conn, credits: No
         if spec.netns is not None:
             described.update(name=f"{spec.netns}/{spec.device}", netns=spec.netns,
                              device=spec.device)
+            container = (container_of(spec.netns[4:]) if spec.netns.startswith("pid:")
+                         else None)
+            if container:
+                described["container"] = container
         producer.ready(described)
         if spec.user:
             drop_privileges(spec.user)
@@ -567,10 +571,17 @@ class RunPipeline(_Pipeline):
     live = True
 
     def __init__(self, opts):
-        if not opts.interfaces:
+        interfaces = tuple(opts.interfaces)
+        if opts.all_netns:
+            from .sources import named_netns_interfaces
+            interfaces += tuple(i for i in named_netns_interfaces() if i not in interfaces)
+            if not interfaces:
+                raise errors.ConfigError("--all-netns: no named network namespace has an "
+                                         "interface that is up (and no -i was given)")
+        if not interfaces:
             from .sources import default_interface
-            opts = dataclasses.replace(opts, interfaces=(default_interface(),))
-        super().__init__(opts)
+            interfaces = (default_interface(),)
+        super().__init__(dataclasses.replace(opts, interfaces=interfaces))
 
     def _groups(self) -> list[str]:
         return list(self.opts.interfaces)

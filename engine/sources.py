@@ -44,6 +44,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import socket
 import stat
 import struct
 from collections.abc import Callable
@@ -590,6 +591,48 @@ class InterfaceSpec:
         if "/" in where or not os.path.exists(path):    # a name, not a path
             raise ConfigError(missing)
         return cls(device, where, path)
+
+
+def named_netns_interfaces() -> list[str]:
+    """NETNS/IFACE for every interface that is up, loopback aside, in every named
+    network namespace (NETNS_DIR, as `ip netns` keeps them), in name order.
+    Raises CaptureError when a namespace cannot be entered (needs root)."""
+    import psutil
+    try:
+        names = sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        with netns_entered(os.path.join(NETNS_DIR, name)):
+            # Both ask the kernel through sockets, which live in the namespace entered.
+            stats = psutil.net_if_stats()
+            devices = [dev for _, dev in socket.if_nameindex()]
+        found += [f"{name}/{dev}" for dev in devices
+                  if dev != "lo" and stats.get(dev) is not None and stats[dev].isup]
+    return found
+
+
+def container_of(pid: str, proc: str = "/proc") -> str | None:
+    """The container a process runs in, from its cgroup path alone (no daemon is
+    asked): 'docker:ID12', 'podman:ID12', 'containerd:ID12' or 'lxc:NAME', else None."""
+    try:
+        with open(f"{proc}/{pid}/cgroup", encoding="utf-8", errors="replace") as fh:
+            paths = [line.rstrip("\n").split(":", 2)[-1] for line in fh]
+    except OSError:
+        return None
+    for path in paths:
+        for part in reversed(path.split("/")):
+            for prefix, kind in (("docker-", "docker"), ("libpod-", "podman"),
+                                 ("cri-containerd-", "containerd")):
+                if part.startswith(prefix) and part.endswith(".scope"):
+                    return f"{kind}:{part[len(prefix):-len('.scope')][:12]}"
+        bits = path.split("/")
+        for i, bit in enumerate(bits[:-1]):
+            if bit in ("docker", "lxc") and bits[i + 1]:
+                ident = bits[i + 1]
+                return f"{bit}:{ident[:12] if bit == 'docker' else ident}"
+    return None
 
 
 def enter_netns(path: str) -> None:

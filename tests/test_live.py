@@ -318,3 +318,34 @@ def test_offloads_are_warned_about(veth, on):
         assert err.count("super-packets") == 1, err
     else:
         assert warnings == [None, None] and "super-packets" not in err
+
+
+def test_all_netns_captures_every_named_namespace(veth):
+    """--all-netns adds NETNS/IFACE for every interface that is up in every named
+    namespace (here: the veth's peer end), labelled like -i NETNS/IFACE."""
+    proc = start_engine("--all-netns", "--interval", "0.2")
+    frames = mixed_frames(4, 3)
+    veth.send(frames, from_host=True)       # host end -> peer: captured inside
+    records, err = stop_engine(proc)
+    assert proc.returncode == 0, err
+    inside = f"{veth.ns}/{veth.peer}"
+    assert inside in {s["name"] for s in records[0]["sources"]}
+    summary = records[-1]
+    per_iface = {i["name"]: counters(i) for i in summary.get("interfaces", [])} or \
+        {inside: counters(summary)}
+    assert per_iface[inside] == expected_summary(frames)
+
+
+@pytest.mark.parametrize("cgroup, expected", [
+    ("0::/system.slice/docker-0123456789abcdef0123.scope\n", "docker:0123456789ab"),
+    ("0::/machine.slice/libpod-fedcba9876543210.scope/container\n", "podman:fedcba987654"),
+    ("12:pids:/docker/aabbccddeeff00112233\n", "docker:aabbccddeeff"),
+    ("0::/lxc/web1\n", "lxc:web1"),
+    ("0::/user.slice/user-1000.slice/session-2.scope\n", None),
+])
+def test_container_names_come_from_the_cgroup_path(tmp_path, cgroup, expected):
+    from pt_engine.sources import container_of
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42" / "cgroup").write_text(cgroup)
+    assert container_of("42", proc=str(tmp_path)) == expected
+    assert container_of("43", proc=str(tmp_path)) is None
