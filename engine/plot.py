@@ -34,7 +34,7 @@ from .errors import ConfigError, EngineError, SinkError, StreamError, TruncatedS
 from .config import whole_number
 from .log import log
 from .stream import COL, PORT_ROW, row_key
-from .top import EPHEMERAL, ephemeral_range, folded_port
+from .top import EPHEMERAL, ephemeral_range, folded_port, kept_ports
 
 if TYPE_CHECKING:
     import numpy as np
@@ -249,8 +249,9 @@ class _Totals:
     """Bytes per port over the windows that start in [lo_filter, hi_filter)."""
 
     def __init__(self, since_ns: int | None, until_ns: int | None,
-                 fold: tuple[int, int] | None = None):
+                 fold: tuple[int, int] | None = None, kept: set | None = None):
         self.fold = fold
+        self.kept = kept if kept is not None else set()   # --ports of the recordings
         self.lo_filter = since_ns if since_ns is not None else -(1 << 63)
         self.hi_filter = until_ns if until_ns is not None else 1 << 63
         self.ports: dict[tuple[str, int], list[int]] = {}
@@ -265,7 +266,7 @@ class _Totals:
     def key(self, row: list) -> tuple[str, int]:
         """(proto, port) of a port row; (proto, EPHEMERAL) for a folded port."""
         proto, port = row_key(row)
-        return proto, folded_port(port, self.fold)
+        return proto, folded_port(port, self.fold, self.kept)
 
     def add(self, start: int, end: int, rows: list) -> None:
         """Count one window in range."""
@@ -290,8 +291,9 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     """Read recordings into what `figure` draws: the `top` busiest ports over the
     windows that start in [since_ns, until_ns), or in the last `last_ns` of the
     recording. `fold` (lo, hi): the ports in that range count as one port per
-    protocol, EPHEMERAL (`pt-engine plot` folds the system's ephemeral range
-    unless --no-fold); None charts every port as it is.
+    protocol, EPHEMERAL, except those of the recordings' --ports (their hellos'
+    ports_selected); `pt-engine plot` folds the system's ephemeral range unless
+    --no-fold. None charts every port as it is.
 
     Raises StreamError for a file that cannot be read or is not a stream (the
     message counts the records read), or when no window falls in the range.
@@ -301,8 +303,10 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     segments: dict[int, list[int]] = {}      # segment -> [first start, last end]
     intervals: set[int] = set()
     sources: list[str] = []
+    kept: set[int] = set()       # ports the recordings were made with (--ports): not folded
 
     def hello(record: dict) -> None:
+        kept.update(kept_ports(record.get("ports_selected")))
         if isinstance(record.get("interval_ns"), int) and record["interval_ns"] > 0:
             intervals.add(record["interval_ns"])
         for source in record.get("sources") or []:
@@ -313,7 +317,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
 
     # First pass: the time each recording covers, and (when the range is
     # known before reading) the totals per port.
-    totals = _Totals(since_ns, until_ns, fold) if last_ns is None else None
+    totals = _Totals(since_ns, until_ns, fold, kept) if last_ns is None else None
     every = 0
     for segment, start, end, rows in files.windows(hello):
         every += 1
@@ -328,7 +332,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     first_start = min(s[0] for s in segments.values())
     last_end = max(s[1] for s in segments.values())
     if totals is None:
-        totals = _Totals(last_end - last_ns, None, fold)
+        totals = _Totals(last_end - last_ns, None, fold, kept)
         for _, start, end, rows in files.windows():
             if totals.wants(start):
                 totals.add(start, end, rows)

@@ -113,7 +113,7 @@ def folded_port(port: int, span: tuple[int, int] | None, keep=()) -> int:
     return port
 
 
-def _kept_ports(text: str | None) -> frozenset:
+def kept_ports(text: str | None) -> frozenset:
     """The ports of a --ports spec (the hello's ports_selected): never folded."""
     if not text:
         return frozenset()
@@ -167,7 +167,7 @@ class TopModel:
         if kind == "hello":
             self.interval_s = record["interval_ns"] / 1e9
             self.sources = record.get("sources", [])
-            self.kept = _kept_ports(record.get("ports_selected"))
+            self.kept = kept_ports(record.get("ports_selected"))
         elif kind == "snapshot":
             for proto, port, ip, ib, op, ob in _named(record["ports"]):
                 self._row(proto, port, "in").total_bytes += ib
@@ -856,6 +856,8 @@ def main(args, run_args: list[str]) -> int:
         raise ConfigError(f"--connect {args.connect!r}: give a socket as unix:/path")
     if args.bits and args.bytes:
         raise ConfigError("-b shows bits and -B bytes: give one of them")
+    if args.expire is not None and args.expire < 0:
+        raise ConfigError(f"--expire {args.expire}: give a number of windows, 0 or more")
     view = View(fold=not args.no_fold, names=not args.numeric, bits=args.bits)
     feed = EngineFeed(args.connect, run_args)
     try:

@@ -12,12 +12,12 @@ SECOND = 10**9
 T0 = 1_700_000_000
 
 
-def recording(path) -> None:
+def recording(path, ports_selected: str | None = None) -> None:
     """Ten one-second windows: a server on tcp/443 and udp/53 answering a new client
     port each second (40000 + t tcp, 50000 + t udp), and tcp/8080 a little."""
     encode = stream.encoder("msgpack")
-    hello = stream.hello([{"iface": 0, "kind": "live", "name": "eth0"}], SECOND, None, None,
-                         "native")
+    hello = stream.hello([{"iface": 0, "kind": "live", "name": "eth0"}], SECOND, None,
+                         ports_selected, "native")
     out = [encode(hello)]
     for t in range(10):
         ports = [["tcp", 443, 2, 1000, 2, 9000], ["tcp", 8080, 1, 100, 1, 100],
@@ -71,3 +71,10 @@ def test_plot_folds_by_default_and_no_fold_unfolds(monkeypatch, rec, tmp_path):
     unfolded = charted(monkeypatch, rec, tmp_path, "--no-fold")
     assert unfolded[0] == "tcp/443" and not any("ephemeral" in t for t in unfolded)
     assert set(unfolded[1:]) <= {f"tcp/{40000 + t}" for t in range(10)} | {"tcp/8080"}
+
+
+def test_ports_the_recording_selected_are_not_folded(tmp_path):
+    path = tmp_path / "sel.msgpack"
+    recording(path, ports_selected="443,53,8080,40003")
+    labels = {p.label: p for p in plot.load([str(path)], top=20, fold=(32768, 60999)).ports}
+    assert "tcp/40003" in labels and labels["tcp/ephemeral"].in_bytes == 9 * 9000

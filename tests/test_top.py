@@ -93,10 +93,12 @@ def test_plain_tables_with_numbers_bits_and_every_port(tmp_path):
     assert re.search(r" [\d.]+ [kMG]?b/s ", out) and not re.search(r" [kMG]?B/s", out)
 
 
-def test_bits_and_bytes_together_are_a_usage_error():
-    proc = subprocess.run([sys.executable, "-m", "pt_engine", "top", "-b", "-B", "--plain",
+@pytest.mark.parametrize("flags, message", [(["-b", "-B"], b"give one of them"),
+                                            (["--expire", "-1"], b"--expire -1: give")])
+def test_top_option_errors(flags, message):
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "top", *flags, "--plain",
                            "--connect", "unix:/nonexistent"], capture_output=True, timeout=30)
-    assert proc.returncode == 2 and b"give one of them" in proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr
 
 
 def test_connect_and_capture_options_do_not_mix():
