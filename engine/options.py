@@ -3,7 +3,8 @@
 Each ``Opt`` row gives the flags, help, default and the subcommands that take
 it; from the table come:
 
-* the argparse options of each subcommand (``add_arguments``);
+* the argparse options of each subcommand (``add_arguments``; plot adds the
+  rows that name it to the options of its own);
 * the config file's keys and their checks (``CONFIG_OPTS``; pt_engine.config
   reads the file with them), the config's values standing in for the
   defaults of the command line;
@@ -192,6 +193,24 @@ OPTIONS: tuple[Opt, ...] = (
         ("top",), default=25, metavar="N", arg_type=whole_number, toml=False),
     Opt("plain", ("--plain",), "plain-text tables even on a terminal", ("top",),
         switch=True, default=False, toml=False),
+    Opt("numeric", ("-n", "--numeric"), "show port numbers only, not service names from "
+        "/etc/services (443, not 443/https), as tcpdump -n", ("top",), switch=True,
+        default=False, toml=False),
+    Opt("bits", ("-b", "--bits"), "rates in bits per second (b/s, kb/s, Mb/s, Gb/s; "
+        "decimal), as iftop; totals stay in bytes", ("top",), switch=True, default=False,
+        toml=False),
+    Opt("bytes", ("-B", "--bytes"), "rates in bytes per second (B/s, kB/s, MB/s, GB/s; "
+        "decimal: 1 kB = 1000 bytes), the default", ("top",), switch=True, default=False,
+        toml=False),
+    Opt("expire", ("--expire",), "a row without traffic for N windows leaves the table "
+        "(default: a minute's worth of windows; 0 keeps every row)", ("top",),
+        metavar="N", arg_type=whole_number, toml=False),
+    # --- top's and plot's -------------------------------------------------------------
+    Opt("no_fold", ("--no-fold",), "show every port of the ephemeral (client) range "
+        "on its own; by default they are summed into one row per protocol and "
+        "direction named ephemeral (the range is the system's ip_local_port_range, "
+        "else 32768-60999; --ports ones stay apart)", ("top", "plot"), switch=True,
+        default=False, toml=False),
 )
 BY_KEY = {opt.key: opt for opt in OPTIONS}
 # Keys of the config file, with their checks (values in command-line form).

@@ -7,7 +7,9 @@ are bytes per second in decimal units (B/s, kB/s, MB/s, GB/s: 1 kB = 1000
 bytes), averaged over time bins of one or more windows (at most MAX_BINS bins
 across the picture); times are UTC. A bin with no recording at all (the
 engine was not running) is a gap in the line, while a quiet stretch inside a
-recording is drawn at zero.
+recording is drawn at zero. Ports in the system's ephemeral (client) range
+count as one port per protocol, `tcp/ephemeral`, unless --no-fold (the
+recording keeps every port; only the picture folds them).
 
 Reads recordings (`pt-engine record`, or any saved stream, msgpack or JSON
 lines) through pt_engine.client and uses their window records only: several
@@ -32,6 +34,7 @@ from .errors import ConfigError, EngineError, SinkError, StreamError, TruncatedS
 from .config import whole_number
 from .log import log
 from .stream import COL, PORT_ROW, row_key
+from .top import EPHEMERAL, ephemeral_range, folded_port, kept_ports
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,7 +58,9 @@ def add_parser(subparsers, summary: str):
         "plot", help=summary,
         description="Render a PNG from recorded streams (pt-engine record): rate over time "
                     "of the busiest ports, in and out, and total bytes per port. Rates are "
-                    "bytes/s in decimal units (1 kB = 1000 bytes); times are UTC.")
+                    "bytes/s in decimal units (1 kB = 1000 bytes); times are UTC. The ports "
+                    "of the ephemeral (client) range are charted as one, proto/ephemeral, "
+                    "unless --no-fold.")
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="recordings, e.g. rec.msgpack rec.msgpack.1 ... (msgpack or JSON lines)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png",
@@ -71,6 +76,8 @@ def add_parser(subparsers, summary: str):
                         "15m, 1h, 2d, 1h30m")
     p.add_argument("--size", default="1200x900", metavar="WxH",
                    help="picture size in pixels (default 1200x900)")
+    from . import options
+    options.add_arguments(p, "plot")        # the table's rows for plot: --no-fold
     return p
 
 
@@ -91,7 +98,8 @@ def main(args) -> int:
         raise ConfigError(f"--since {args.since} is not before --until {args.until}")
     last = parse_duration(args.last, "--last") if args.last is not None else None
     matplotlib_module()
-    rec = load(args.files, args.top, since, until, last)
+    rec = load(args.files, args.top, since, until, last,
+               fold=None if args.no_fold else ephemeral_range())
     save(figure(rec, size), args.output)
     log(f"wrote {args.output} ({size[0]}x{size[1]}): top {len(rec.ports)} of "
         f"{rec.port_count} ports, "
@@ -166,8 +174,8 @@ class PortSeries:
 
     @property
     def label(self) -> str:
-        """'tcp/443'."""
-        return f"{self.proto}/{self.port}"
+        """'tcp/443'; 'tcp/ephemeral' for the folded ephemeral ports."""
+        return f"{self.proto}/{'ephemeral' if self.port == EPHEMERAL else self.port}"
 
 
 @dataclass
@@ -240,7 +248,10 @@ class _Files:
 class _Totals:
     """Bytes per port over the windows that start in [lo_filter, hi_filter)."""
 
-    def __init__(self, since_ns: int | None, until_ns: int | None):
+    def __init__(self, since_ns: int | None, until_ns: int | None,
+                 fold: tuple[int, int] | None = None, kept: set | None = None):
+        self.fold = fold
+        self.kept = kept if kept is not None else set()   # --ports of the recordings
         self.lo_filter = since_ns if since_ns is not None else -(1 << 63)
         self.hi_filter = until_ns if until_ns is not None else 1 << 63
         self.ports: dict[tuple[str, int], list[int]] = {}
@@ -252,6 +263,11 @@ class _Totals:
         """The window starting at `start` is in range."""
         return self.lo_filter <= start < self.hi_filter
 
+    def key(self, row: list) -> tuple[str, int]:
+        """(proto, port) of a port row; (proto, EPHEMERAL) for a folded port."""
+        proto, port = row_key(row)
+        return proto, folded_port(port, self.fold, self.kept)
+
     def add(self, start: int, end: int, rows: list) -> None:
         """Count one window in range."""
         self.windows += 1
@@ -260,7 +276,7 @@ class _Totals:
         ports = self.ports
         in_bytes, out_bytes = COL.of("in_bytes", "out_bytes")
         for row in rows:
-            key = row_key(row)
+            key = self.key(row)
             acc = ports.get(key)
             if acc is None:
                 ports[key] = [row[in_bytes], row[out_bytes]]
@@ -270,10 +286,14 @@ class _Totals:
 
 
 def load(paths: list[str], top: int = 8, since_ns: int | None = None,
-         until_ns: int | None = None, last_ns: int | None = None) -> Recording:
+         until_ns: int | None = None, last_ns: int | None = None,
+         fold: tuple[int, int] | None = None) -> Recording:
     """Read recordings into what `figure` draws: the `top` busiest ports over the
     windows that start in [since_ns, until_ns), or in the last `last_ns` of the
-    recording.
+    recording. `fold` (lo, hi): the ports in that range count as one port per
+    protocol, EPHEMERAL, except those of the recordings' --ports (their hellos'
+    ports_selected); `pt-engine plot` folds the system's ephemeral range unless
+    --no-fold. None charts every port as it is.
 
     Raises StreamError for a file that cannot be read or is not a stream (the
     message counts the records read), or when no window falls in the range.
@@ -283,8 +303,10 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     segments: dict[int, list[int]] = {}      # segment -> [first start, last end]
     intervals: set[int] = set()
     sources: list[str] = []
+    kept: set[int] = set()       # ports the recordings were made with (--ports): not folded
 
     def hello(record: dict) -> None:
+        kept.update(kept_ports(record.get("ports_selected")))
         if isinstance(record.get("interval_ns"), int) and record["interval_ns"] > 0:
             intervals.add(record["interval_ns"])
         for source in record.get("sources") or []:
@@ -295,7 +317,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
 
     # First pass: the time each recording covers, and (when the range is
     # known before reading) the totals per port.
-    totals = _Totals(since_ns, until_ns) if last_ns is None else None
+    totals = _Totals(since_ns, until_ns, fold, kept) if last_ns is None else None
     every = 0
     for segment, start, end, rows in files.windows(hello):
         every += 1
@@ -310,7 +332,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     first_start = min(s[0] for s in segments.values())
     last_end = max(s[1] for s in segments.values())
     if totals is None:
-        totals = _Totals(last_end - last_ns, None)
+        totals = _Totals(last_end - last_ns, None, fold, kept)
         for _, start, end, rows in files.windows():
             if totals.wants(start):
                 totals.add(start, end, rows)
@@ -340,7 +362,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
                 continue
             b = min((start - edge0) // bin_ns, nbins - 1)
             for row in rows:
-                i = index.get(row_key(row))
+                i = index.get(totals.key(row))
                 if i is not None:
                     series[i, 0, b] += row[in_bytes]
                     series[i, 1, b] += row[out_bytes]

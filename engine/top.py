@@ -8,8 +8,10 @@ prints one plain-text table per window, for pipes and logs.
 """
 from __future__ import annotations
 
+import functools
 import os
 import queue
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +24,31 @@ from .stream import COL
 
 SORTS = ("rate", "total", "port")
 PROTOS = (None, "tcp", "udp", "sctp", "udplite", "dccp")
-HELP = "q quit  s sort  r/t/p rate/total/port  f protocol  / port  c clear  space pause"
+# Every key of the terminal face: (keys, what they do) for the help screen, and
+# the short words of the legend line, most useful first (the line keeps the
+# words that fit, whole).
+KEYS = (
+    ("q", "quit (Ctrl-C too)"),
+    ("h ?", "this help; any key leaves it"),
+    ("j k  Down Up", "move the selection one row"),
+    ("PgDn PgUp", "move it a page"),
+    ("Home End", "to the first / last row"),
+    ("s", "cycle the sort: rate, total, port"),
+    ("r t p", "sort by rate / total / port"),
+    ("f", "cycle a protocol filter"),
+    ("/", "show one port (a number or a service name)"),
+    ("c", "clear the filters"),
+    ("e", "fold / unfold the ephemeral (client) ports"),
+    ("n", "service names / port numbers"),
+    ("b", "rates in bits / bytes per second"),
+    ("space", "pause the display (counting goes on)"),
+)
+LEGEND = ("q quit", "h help", "j/k move", "s sort", "f proto", "/ port", "e fold",
+          "space pause", "n names", "b bits")
+# The port of a folded row: after every real port when sorted by port.
+EPHEMERAL = 65536
+EPHEMERAL_DEFAULT = (32768, 60999)     # Linux's default ip_local_port_range
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 
 
 @dataclass
@@ -38,6 +64,12 @@ class Row:
     total_packets: int = 0
     window_ns: int = 0        # start of the last window this row had traffic in
     alert: bool = False
+    seen_ns: int | None = None  # for expiry: window_ns, or the first window after a snapshot
+    ports: int = 1            # ports folded into this row (the ephemeral row: several)
+
+    @property
+    def key(self) -> tuple:
+        return (self.proto, self.port, self.direction)
 
 
 @dataclass
@@ -62,9 +94,45 @@ def _named(rows: list) -> list[tuple]:
     return [tuple(row[c] for c in _COLUMNS) for row in rows]
 
 
+def ephemeral_range(path: str = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The system's ephemeral (client) port range, from ip_local_port_range; Linux's
+    default 32768-60999 where it cannot be read or makes no sense."""
+    try:
+        with open(path) as fh:
+            lo, hi = (int(word) for word in fh.read().split())
+    except (OSError, ValueError):
+        return EPHEMERAL_DEFAULT
+    return (lo, hi) if 1 <= lo <= hi <= 65535 else EPHEMERAL_DEFAULT
+
+
+def folded_port(port: int, span: tuple[int, int] | None, keep=()) -> int:
+    """EPHEMERAL for a port in `span` (lo, hi: inclusive; None folds nothing) that is
+    not in `keep`, else the port."""
+    if span is not None and span[0] <= port <= span[1] and port not in keep:
+        return EPHEMERAL
+    return port
+
+
+def kept_ports(text: str | None) -> frozenset:
+    """The ports of a --ports spec (the hello's ports_selected): never folded."""
+    if not text:
+        return frozenset()
+    from .config import PortSpec
+    try:
+        spec = PortSpec.parse(text)
+    except EngineError:
+        return frozenset()
+    return frozenset(int(p) for p in spec.mask.nonzero()[0]) if spec else frozenset()
+
+
 @dataclass
 class TopModel:
-    """Everything the screen shows, built from stream records only."""
+    """Everything the screen shows, built from stream records only.
+
+    `expire`: a row without traffic for this many windows leaves the table (None:
+    a minute's worth of windows of the hello's interval; 0: never). Rows under an
+    active alert stay. `ephemeral`: the port range `visible` folds.
+    """
 
     interval_s: float = 1.0
     sources: list = field(default_factory=list)
@@ -78,6 +146,20 @@ class TopModel:
     messages: list = field(default_factory=list)
     ended: bool = False
     windows: int = 0
+    expire: int | None = None
+    ephemeral: tuple[int, int] = field(default_factory=ephemeral_range)
+    kept: frozenset = frozenset()                   # ports never folded (--ports)
+
+    @property
+    def interval_ns(self) -> int:
+        return round(self.interval_s * 1e9)
+
+    @property
+    def expire_windows(self) -> int:
+        """Idle windows after which a row leaves (0: never)."""
+        if self.expire is not None:
+            return self.expire
+        return max(1, round(60e9 / self.interval_ns))
 
     def feed(self, record: dict) -> bool:
         """Take one stream record; True if it changes what a window shows."""
@@ -85,6 +167,7 @@ class TopModel:
         if kind == "hello":
             self.interval_s = record["interval_ns"] / 1e9
             self.sources = record.get("sources", [])
+            self.kept = kept_ports(record.get("ports_selected"))
         elif kind == "snapshot":
             for proto, port, ip, ib, op, ob in _named(record["ports"]):
                 self._row(proto, port, "in").total_bytes += ib
@@ -129,6 +212,7 @@ class TopModel:
                 row.total_packets += packets
                 row.window_ns = record["start_ns"]
         self.window_ns = record["start_ns"]
+        self._expire(record["start_ns"])
         self.window_totals = record["totals"]
         self.window_classes = record["classes"]
         self.windows += 1
@@ -141,13 +225,39 @@ class TopModel:
         self.drops = sum(s.get("dropped", 0) + s.get("if_dropped", 0)
                          + s.get("transport_dropped", 0) for s in record.get("sources", []))
 
-    def visible(self, sort: str, proto: str | None, port: int | None) -> list[Row]:
-        """Rows to show, filtered and sorted (highest first for rate and total)."""
+    def _expire(self, start_ns: int) -> None:
+        """Drop the rows idle for expire_windows windows up to the one at start_ns
+        (by time: `read` writes no window for a quiet interval)."""
+        limit = self.expire_windows
+        gone = []
+        for key, row in self.rows.items():
+            if row.window_ns:
+                row.seen_ns = row.window_ns
+            elif row.seen_ns is None:      # from a snapshot: counted from now
+                row.seen_ns = start_ns
+            if limit and (start_ns - row.seen_ns) // self.interval_ns >= limit \
+                    and not self._alerted(row):
+                gone.append(key)
+        for key in gone:
+            del self.rows[key]
+
+    def _alerted(self, row: Row) -> bool:
+        return (row.proto, row.port, row.direction) in self.alerts or \
+            (row.proto, row.port, "both") in self.alerts
+
+    def visible(self, sort: str, proto: str | None, port: int | None,
+                fold: bool = False) -> list[Row]:
+        """Rows to show, filtered and sorted (highest first for rate and total).
+
+        `fold`: ports in the ephemeral range, except the --ports ones and the one
+        `port` shows, are summed into one row per protocol and direction (port
+        EPHEMERAL); the model keeps every port exact."""
         rows = [r for r in self.rows.values()
                 if (proto is None or r.proto == proto) and (port is None or r.port == port)]
         for r in rows:
-            r.alert = (r.proto, r.port, r.direction) in self.alerts or \
-                (r.proto, r.port, "both") in self.alerts
+            r.alert = self._alerted(r)
+        if fold and port is None:
+            rows = self._folded(rows)
         if sort == "rate":
             rows.sort(key=lambda r: (-r.bytes_per_s, -r.total_bytes, r.proto, r.port))
         elif sort == "total":
@@ -155,6 +265,25 @@ class TopModel:
         else:
             rows.sort(key=lambda r: (r.port, r.proto, r.direction))
         return rows
+
+    def _folded(self, rows: list[Row]) -> list[Row]:
+        out, folds = [], {}
+        for r in rows:
+            if folded_port(r.port, self.ephemeral, self.kept) != EPHEMERAL:
+                out.append(r)
+                continue
+            f = folds.get((r.proto, r.direction))
+            if f is None:
+                f = folds[(r.proto, r.direction)] = Row(r.proto, EPHEMERAL, r.direction,
+                                                        ports=0)
+            f.bytes_per_s += r.bytes_per_s
+            f.packets_per_s += r.packets_per_s
+            f.total_bytes += r.total_bytes
+            f.total_packets += r.total_packets
+            f.window_ns = max(f.window_ns, r.window_ns)
+            f.alert = f.alert or r.alert
+            f.ports += 1
+        return out + list(folds.values())
 
 
 def _alert_text(record: dict) -> str:
@@ -237,10 +366,34 @@ class Nics:
 
 
 # --- rendering -------------------------------------------------------------------
+# Pure functions of the model and a width: the plain face prints their lines, the
+# terminal face draws them (screen_lines), so both can be tested without a terminal.
 
-def fmt_rate(bytes_per_s: float) -> str:
-    """KB/s with one decimal (1 KB = 1000 bytes)."""
-    return f"{bytes_per_s / 1000:.1f}"
+_BYTE_UNITS = ("B", "kB", "MB", "GB", "TB")
+_BIT_UNITS = ("b", "kb", "Mb", "Gb", "Tb")
+
+
+def _scaled(value: float, units: tuple[str, ...]) -> str:
+    """`value` in the largest decimal unit (powers of 1000) that keeps it under 1000:
+    whole numbers in the first unit, one decimal in the others."""
+    i = 0
+    while i < len(units) - 1 and round(value, 1 if i else 0) >= 1000:
+        value /= 1000
+        i += 1
+    return f"{value:.0f} {units[0]}" if i == 0 else f"{value:.1f} {units[i]}"
+
+
+def fmt_rate(bytes_per_s: float, bits: bool = False) -> str:
+    """A rate in decimal units (1 kB = 1000 bytes): B/s, kB/s, MB/s, GB/s; with
+    `bits` (-b) b/s, kb/s, Mb/s, Gb/s."""
+    if bits:
+        return _scaled(bytes_per_s * 8, _BIT_UNITS) + "/s"
+    return _scaled(bytes_per_s, _BYTE_UNITS) + "/s"
+
+
+def fmt_bytes(n: float) -> str:
+    """A total in decimal units: B, kB, MB, GB (bytes also with -b, as iftop's totals)."""
+    return _scaled(n, _BYTE_UNITS)
 
 
 def fmt_time(ns: int | None) -> str:
@@ -250,32 +403,155 @@ def fmt_time(ns: int | None) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ns / 1e9))
 
 
-COLUMNS = f"{'PORT':>5} {'PROTO':<7} {'DIR':<3} {'KB/s':>10} {'PKT/s':>9} " \
-          f"{'TOTAL MB':>10} {'WINDOW':>8}  OWNER"
+@functools.lru_cache(maxsize=None)
+def service_name(proto: str, port: int) -> str | None:
+    """The name /etc/services gives `port` for tcp or udp (other protocols have
+    none there), or None. Looked up once per (proto, port)."""
+    if proto not in ("tcp", "udp") or not 0 <= port <= 65535:
+        return None
+    try:
+        return socket.getservbyport(port, proto)
+    except OSError:
+        return None
+
+
+def port_text(row: Row, names: bool = True) -> str:
+    """'443/https' (names), '443' (-n, or a port without a name), 'ephemeral'."""
+    if row.port == EPHEMERAL:
+        return "ephemeral"
+    name = service_name(row.proto, row.port) if names else None
+    return f"{row.port}/{name}" if name else str(row.port)
+
+
+def parse_port(text: str) -> int | None:
+    """What the / prompt takes: a port number or a service name; None for all."""
+    word = text.strip()
+    if word.isascii() and word.isdigit():
+        return int(word) if int(word) <= 65535 else None
+    for proto in ("tcp", "udp"):
+        try:
+            return socket.getservbyname(word, proto)
+        except OSError:
+            continue
+    return None
+
+
+# The table's columns: key, title, width, right-aligned. OWNER takes what is left.
+_TABLE = (("port", "PORT", 16, False), ("proto", "PROTO", 7, False),
+            ("dir", "DIR", 3, False), ("rate", "RATE", 10, True), ("pkts", "PKT/S", 8, True),
+            ("total", "TOTAL", 9, True), ("window", "WINDOW", 8, True))
+OWNER_MIN = 8          # narrower than this, the owner column goes first
+PORT_MIN = 9           # 'ephemeral'; longer service names are cut
+_DROP = ("window", "pkts", "total")     # then these go, in this order
+
+
+def columns(width: int | None) -> list[tuple[str, str, int, bool]]:
+    """The columns that fit in `width` characters (None: all, OWNER unbounded, as
+    width 0). Narrower than the full table, OWNER goes first, then PORT shrinks,
+    then WINDOW, PKT/S and TOTAL go."""
+    cols = list(_TABLE)
+    if width is None:
+        return cols + [("owner", "OWNER", 0, False)]
+
+    def used() -> int:
+        return sum(c[2] for c in cols) + len(cols) - 1
+
+    if width - used() - 2 >= OWNER_MIN:
+        return cols + [("owner", "OWNER", width - used() - 2, False)]
+    key, title, full, right = cols[0]
+    cols[0] = (key, title, max(PORT_MIN, full - (used() - width)), right)
+    for drop in _DROP:
+        if used() <= width:
+            break
+        cols = [c for c in cols if c[0] != drop]
+    return cols
+
+
+def _join(cells: dict, cols) -> str:
+    out = []
+    for key, _, width, right in cols:
+        text = cells[key]
+        if width:
+            text = text[:width].rjust(width) if right else text[:width].ljust(width)
+        out.append(("  " if key == "owner" else " ") + text if out else text)
+    return "".join(out).rstrip()
+
+
+def heading(cols) -> str:
+    return _join({key: title for key, title, _, _ in cols}, cols)
+
+
+def row_line(row: Row, cols, owners: Owners | None, names: bool = True,
+             bits: bool = False) -> str:
+    """One row of the table in `cols`; the owner is looked up only if shown."""
+    owner = "-"
+    if row.port == EPHEMERAL:
+        owner = f"{row.ports} ports"
+    elif owners is not None and any(c[0] == "owner" for c in cols):
+        owner = owners.get(row.proto, row.port)
+    return _join({"port": port_text(row, names), "proto": row.proto, "dir": row.direction,
+                  "rate": fmt_rate(row.bytes_per_s, bits), "pkts": f"{row.packets_per_s:.1f}",
+                  "total": fmt_bytes(row.total_bytes), "window": fmt_time(row.window_ns),
+                  "owner": owner}, cols)
+
+
+def fit(parts, width: int | None) -> str:
+    """`parts` as (text, rank) joined by two spaces; while the line is wider than
+    `width`, the part of the highest rank (the last of equals) goes. A part is
+    never cut."""
+    keep = list(parts)
+    while width is not None and keep and len("  ".join(t for t, _ in keep)) > width:
+        del keep[max(range(len(keep)), key=lambda i: (keep[i][1], i))]
+    return "  ".join(t for t, _ in keep)
+
+
+def legend(width: int | None) -> str:
+    """The key legend: as many of its words as fit, whole, the first ones first."""
+    return fit([(word, rank) for rank, word in enumerate(LEGEND)], width)
+
+
+def help_lines() -> list[str]:
+    """The help screen (h, ?): every key."""
+    wide = max(len(keys) for keys, _ in KEYS)
+    return (["pt-engine top: keys", ""]
+            + [f"  {keys:<{wide}}  {what}" for keys, what in KEYS]
+            + ["", "Rates are decimal: 1 kB = 1000 bytes (-b: bits, 1 kb = 1000 bits).",
+               "Rows idle for --expire windows leave the table.",
+               "", "Press any key to return to the table."])
+
+
+def header_lines(model: TopModel, nics: list[NicRates], shown: int, state=(),
+                 width: int | None = None, bits: bool = False) -> list[str]:
+    """The title line (window, totals, drops, rows shown, `state` parts) and one
+    line per NIC (psutil's counters beside what the engine captured there), each
+    fitted to `width` by leaving out its least needed parts."""
+    t, seconds = model.window_totals, model.interval_s
+    title = [("pt-engine top", 3), (f"window {fmt_time(model.window_ns)} UTC", 0),
+             (fmt_rate(t["bytes"] / seconds, bits), 0),
+             (f"{t['packets'] / seconds:.0f} pkt/s", 1), (f"drops {model.drops}", 1),
+             (f"rows {shown}", 2), *state]
+    lines = [fit(title, width)]
+    for nic in nics:
+        cap_p, cap_b = model.captured.get(nic.name, (0, 0))
+        lines.append(fit([
+            (f"  {nic.name}", 0),
+            (f"rx {fmt_rate(nic.rx_bytes_s, bits)} {nic.rx_packets_s:.0f} pkt/s", 0),
+            (f"tx {fmt_rate(nic.tx_bytes_s, bits)} {nic.tx_packets_s:.0f} pkt/s", 0),
+            (f"err {nic.errors} drop {nic.drops}", 1),
+            (f"captured {fmt_rate(cap_b / seconds, bits)} {cap_p / seconds:.0f} pkt/s", 2)],
+            width))
+    return lines
 
 
 def table_lines(model: TopModel, rows: list[Row], owners: Owners | None,
-                nics: list[NicRates], state: str, limit: int | None = None) -> list[str]:
-    """The screen as plain lines: header, per-NIC panel, column titles, rows."""
-    t = model.window_totals
-    lines = [f"pt-engine top  window {fmt_time(model.window_ns)} UTC  "
-             f"{t['bytes'] / model.interval_s / 1000:.1f} KB/s  "
-             f"{t['packets'] / model.interval_s:.0f} pkt/s  drops {model.drops}  "
-             f"rows {len(rows)}  {state}"]
-    for nic in nics:
-        cap_p, cap_b = model.captured.get(nic.name, (0, 0))
-        lines.append(f"  {nic.name:<10} rx {nic.rx_bytes_s / 1000:9.1f} KB/s "
-                     f"{nic.rx_packets_s:8.0f} pkt/s  tx {nic.tx_bytes_s / 1000:9.1f} KB/s "
-                     f"{nic.tx_packets_s:8.0f} pkt/s  err {nic.errors} drop {nic.drops}  "
-                     f"captured {cap_b / model.interval_s / 1000:.1f} KB/s "
-                     f"{cap_p / model.interval_s:.0f} pkt/s")
-    lines.append(COLUMNS)
+                nics: list[NicRates], state=(), limit: int | None = None,
+                width: int | None = None, names: bool = True, bits: bool = False) -> list[str]:
+    """The plain face's table: header, per-NIC lines, column titles, rows (an alert
+    row ends with ALERT)."""
+    cols = columns(width)
+    lines = header_lines(model, nics, len(rows), state, width, bits) + [heading(cols)]
     for row in rows[:limit]:
-        owner = owners.get(row.proto, row.port) if owners else "-"
-        lines.append(f"{row.port:>5} {row.proto:<7} {row.direction:<3} "
-                     f"{fmt_rate(row.bytes_per_s):>10} {row.packets_per_s:>9.1f} "
-                     f"{row.total_bytes / 1e6:>10.3f} {fmt_time(row.window_ns):>8}  {owner}"
-                     + ("  ALERT" if row.alert else ""))
+        lines.append(row_line(row, cols, owners, names, bits) + ("  ALERT" if row.alert else ""))
     return lines
 
 
@@ -348,19 +624,138 @@ def _interfaces(model: TopModel) -> list[str]:
     return list(dict.fromkeys(s["name"] for s in model.sources if s.get("kind") == "live"))
 
 
-def run_plain(feed: EngineFeed, rows: int, out=None) -> None:
+@dataclass
+class View:
+    """What the user chose to see: sort, filters, display settings, the selection
+    (followed by its row's key across re-sorts) and the first row shown."""
+
+    sort: str = "rate"
+    proto: str | None = None
+    port: int | None = None
+    paused: bool = False
+    fold: bool = True          # ephemeral ports as one row per protocol and direction
+    names: bool = True         # service names (not -n)
+    bits: bool = False         # -b
+    help: bool = False
+    selected: int = 0
+    offset: int = 0
+    page: int = 1              # rows on the screen, from the last layout
+    key: tuple | None = None   # the selected row's key
+
+    def state(self, ended: bool = False) -> list[tuple[str, int]]:
+        """The title line's parts for this view (text, rank: see fit)."""
+        parts = [("PAUSED", 0)] if self.paused else []
+        parts += [("ENDED", 0)] if ended else []
+        parts += [(f"proto {self.proto}", 1)] if self.proto else []
+        parts += [(f"port {self.port}", 1)] if self.port is not None else []
+        parts.append((f"sort {self.sort}", 2))
+        parts += [("unfolded", 2)] if not self.fold else []
+        return parts
+
+    def move(self, delta: int) -> None:
+        self.selected, self.key = max(self.selected + delta, 0), None
+
+    def follow(self, rows: list[Row], page: int) -> None:
+        """Keep the selection on its row (or in range) and scroll to show it."""
+        self.page = max(page, 1)
+        if self.key is not None:
+            where = next((i for i, r in enumerate(rows) if r.key == self.key), None)
+            if where is not None:
+                self.selected = where
+        self.selected = min(max(self.selected, 0), max(len(rows) - 1, 0))
+        if self.selected < self.offset:
+            self.offset = self.selected
+        elif self.selected >= self.offset + self.page:
+            self.offset = self.selected - self.page + 1
+        self.offset = min(max(self.offset, 0), max(len(rows) - self.page, 0))
+        self.key = rows[self.selected].key if rows else None
+
+
+def handle_key(view: View, key: int) -> str | None:
+    """What a key (a curses getch code; -1: none) does to `view`: None (nothing),
+    'redraw', 'port' (ask which port to show) or 'quit'. On the help screen any
+    key leaves it."""
+    import curses
+    if key == -1:
+        return None
+    if view.help:
+        view.help = False
+        return "redraw"
+    ch = chr(key) if 0 <= key < 256 else ""
+    moves = {curses.KEY_DOWN: 1, curses.KEY_UP: -1, ord("j"): 1, ord("k"): -1,
+             curses.KEY_NPAGE: view.page, curses.KEY_PPAGE: -view.page,
+             curses.KEY_HOME: -sys.maxsize, curses.KEY_END: sys.maxsize}
+    toggles = {"e": "fold", "n": "names", "b": "bits", " ": "paused"}
+    if key in moves:
+        view.move(moves[key])
+    elif not ch:
+        return None
+    elif ch in "qQ":
+        return "quit"
+    elif ch in "h?":
+        view.help = True
+    elif ch == "s":
+        view.sort = SORTS[(SORTS.index(view.sort) + 1) % len(SORTS)]
+    elif ch in "rtp":
+        view.sort = {"r": "rate", "t": "total", "p": "port"}[ch]
+    elif ch == "f":
+        view.proto = PROTOS[(PROTOS.index(view.proto) + 1) % len(PROTOS)]
+    elif ch == "c":
+        view.proto = view.port = None
+    elif ch in toggles:
+        setattr(view, toggles[ch], not getattr(view, toggles[ch]))
+    elif ch == "/":
+        return "port"
+    else:
+        return None
+    return "redraw"
+
+
+def screen_lines(model: TopModel, view: View, owners: Owners | None,
+                 nics: list[NicRates], width: int, height: int, note: str | None = None,
+                 ended: bool = False) -> list[tuple[str, str]]:
+    """The terminal at width x height: `height` lines as (text, style), none longer
+    than width - 1 (curses cannot write the last cell). Styles: 'title',
+    'heading', 'row' (with ' alert' and ' selected' added), 'note', 'legend',
+    'help'. The header and the legend come first and last; the rows between scroll
+    with the selection (view.follow)."""
+    usable = max(width - 1, 0)
+    if view.help:
+        lines = [(text[:usable], "help") for text in help_lines()][:height]
+        return lines + [("", "help")] * (height - len(lines))
+    rows = model.visible(view.sort, view.proto, view.port, view.fold)
+    head = [(text, "title") for text in header_lines(model, nics, len(rows),
+                                                     view.state(ended), usable, view.bits)]
+    cols = columns(usable)
+    head.append((heading(cols), "heading"))
+    foot = ([(note[:usable], "note")] if note else []) + [(legend(usable), "legend")]
+    foot = foot[-height:] if height > 0 else []
+    body = max(height - len(foot), 0)
+    view.follow(rows, body - len(head))
+    lines = head[:body]
+    for i in range(view.offset, min(view.offset + body - len(lines), len(rows))):
+        row = rows[i]
+        style = "row" + (" alert" if row.alert else "") + (" selected" if i == view.selected
+                                                            else "")
+        lines.append((row_line(row, cols, owners, view.names, view.bits), style))
+    return lines + [("", "row")] * (body - len(lines)) + foot
+
+
+def run_plain(feed: EngineFeed, rows: int, out=None, view: View | None = None,
+              expire: int | None = None) -> None:
     """Not a terminal: one plain-text table per window, no escape codes."""
     out = out or sys.stdout
-    model, owners, nics = TopModel(), Owners(), Nics()
+    view = view or View()
+    model, owners, nics = TopModel(expire=expire), Owners(), Nics()
     while True:
         record = feed.records.get()
         if record is None:
             return
         if model.feed(record) and record["type"] == "window":
-            shown = model.visible("rate", None, None)
+            shown = model.visible("rate", None, None, view.fold)
             shown = [r for r in shown if r.bytes_per_s] or shown
-            lines = table_lines(model, shown, owners, nics.rates(_interfaces(model)), "",
-                                limit=rows)
+            lines = table_lines(model, shown, owners, nics.rates(_interfaces(model)),
+                                limit=rows, names=view.names, bits=view.bits)
             out.write("\n".join(lines) + "\n\n")
             out.flush()
         for message in model.messages:
@@ -368,26 +763,20 @@ def run_plain(feed: EngineFeed, rows: int, out=None) -> None:
         model.messages.clear()
 
 
-@dataclass
-class _View:
-    sort: str = "rate"
-    proto: str | None = None
-    port: int | None = None
-    paused: bool = False
-
-
-def run_curses(feed: EngineFeed) -> None:
-    """A terminal: the live table; keys sort, filter, pause, quit. Restores the
-    terminal on q, Ctrl-C, or any error."""
+def run_curses(feed: EngineFeed, view: View | None = None, expire: int | None = None) -> None:
+    """A terminal: the live table; keys sort, filter, scroll, pause, quit. Restores
+    the terminal on q, Ctrl-C, or any error."""
     import curses
+    view = view or View()
 
     def main(screen) -> None:
         curses.curs_set(0)
+        screen.keypad(True)
         screen.timeout(200)
         if curses.has_colors():
             curses.use_default_colors()
             curses.init_pair(1, curses.COLOR_RED, -1)
-        model, owners, nics, view = TopModel(), Owners(), Nics(), _View()
+        model, owners, nics = TopModel(expire=expire), Owners(), Nics()
         nic_rates: list[NicRates] = []
         dirty, ended = True, False
         while True:
@@ -407,9 +796,12 @@ def run_curses(feed: EngineFeed) -> None:
                 _draw(screen, curses, model, view, owners, nic_rates, feed, ended)
                 dirty = False
             key = screen.getch()
-            if key in (ord("q"), ord("Q")):
+            action = "redraw" if key == curses.KEY_RESIZE else handle_key(view, key)
+            if action == "quit":
                 return
-            dirty = _key(screen, curses, key, view) or dirty
+            if action == "port":
+                view.port, view.key = _ask_port(screen, curses), None
+            dirty = dirty or action is not None
 
     try:
         curses.wrapper(main)
@@ -417,62 +809,42 @@ def run_curses(feed: EngineFeed) -> None:
         pass
 
 
-def _key(screen, curses, key: int, view: _View) -> bool:
-    if key == -1:
-        return False
-    ch = chr(key) if 0 <= key < 256 else ""
-    if ch == "s":
-        view.sort = SORTS[(SORTS.index(view.sort) + 1) % len(SORTS)]
-    elif ch in "rtp" and ch:
-        view.sort = {"r": "rate", "t": "total", "p": "port"}[ch]
-    elif ch == "f":
-        view.proto = PROTOS[(PROTOS.index(view.proto) + 1) % len(PROTOS)]
-    elif ch == "c":
-        view.proto = view.port = None
-    elif ch == " ":
-        view.paused = not view.paused
-    elif ch == "/":
-        view.port = _ask_port(screen, curses)
-    else:
-        return False
-    return True
-
-
 def _ask_port(screen, curses) -> int | None:
     height, _ = screen.getmaxyx()
+    prompt = "port or service (empty = all): "
     screen.move(height - 1, 0)
     screen.clrtoeol()
-    screen.addstr(height - 1, 0, "port (empty = all): ")
+    screen.addstr(height - 1, 0, prompt)
     curses.echo()
     screen.timeout(-1)
     try:
-        text = screen.getstr(height - 1, 20, 5).decode(errors="replace").strip()
+        text = screen.getstr(height - 1, len(prompt), 20).decode(errors="replace")
     finally:
         curses.noecho()
         screen.timeout(200)
-    return int(text) if text.isdigit() and int(text) <= 65535 else None
+    return parse_port(text)
+
+
+def _attr(curses, style: str) -> int:
+    attr = {"title": curses.A_BOLD, "heading": curses.A_BOLD, "note": curses.A_DIM,
+            "legend": curses.A_DIM}.get(style, 0)
+    if "alert" in style:
+        attr |= curses.A_BOLD | (curses.color_pair(1) if curses.has_colors()
+                                 else curses.A_UNDERLINE)
+    if "selected" in style:
+        attr |= curses.A_REVERSE
+    return attr
 
 
 def _draw(screen, curses, model, view, owners, nic_rates, feed, ended) -> None:
     height, width = screen.getmaxyx()
-    rows = model.visible(view.sort, view.proto, view.port)
-    state = (f"sort {view.sort}"
-             + (f"  proto {view.proto}" if view.proto else "")
-             + (f"  port {view.port}" if view.port is not None else "")
-             + ("  PAUSED" if view.paused else "") + ("  ENDED" if ended else ""))
-    lines = table_lines(model, rows, owners, nic_rates, state,
-                        limit=max(height - 4 - len(nic_rates), 0))
-    screen.erase()
-    header = 2 + len(nic_rates)
-    for y, line in enumerate(lines[:height - 2]):
-        attr = curses.A_BOLD if y == 0 or y == header - 1 else 0
-        if y >= header and line.endswith("ALERT"):
-            attr = curses.A_REVERSE | (curses.color_pair(1) if curses.has_colors() else 0)
-        screen.addnstr(y, 0, line, width - 1, attr)
     notes = model.messages[-1:] + feed.logs[-1:]
-    footer = notes[-1] if notes else HELP
-    screen.addnstr(height - 1, 0, footer if not notes else f"{footer}   [{HELP}]", width - 1,
-                   curses.A_DIM)
+    lines = screen_lines(model, view, owners, nic_rates, width, height,
+                         note=notes[-1] if notes else None, ended=ended)
+    screen.erase()
+    for y, (text, style) in enumerate(lines):
+        if text:
+            screen.addnstr(y, 0, text, max(width - 1, 0), _attr(curses, style))
     screen.refresh()
 
 
@@ -482,12 +854,17 @@ def main(args, run_args: list[str]) -> int:
         raise ConfigError("--connect reads a running engine: capture options do not apply")
     if args.connect is not None and not args.connect.startswith("unix:"):
         raise ConfigError(f"--connect {args.connect!r}: give a socket as unix:/path")
+    if args.bits and args.bytes:
+        raise ConfigError("-b shows bits and -B bytes: give one of them")
+    if args.expire is not None and args.expire < 0:
+        raise ConfigError(f"--expire {args.expire}: give a number of windows, 0 or more")
+    view = View(fold=not args.no_fold, names=not args.numeric, bits=args.bits)
     feed = EngineFeed(args.connect, run_args)
     try:
         if sys.stdout.isatty() and not args.plain:
-            run_curses(feed)
+            run_curses(feed, view, args.expire)
         else:
-            run_plain(feed, args.rows)
+            run_plain(feed, args.rows, view=view, expire=args.expire)
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:
