@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import sys
 import threading
@@ -363,6 +364,7 @@ def test_a_stop_sink_ends_the_run_with_its_error_after_the_summary(tmp_path, tes
     assert sum(w["totals"]["packets"] for w in windows) == summary["totals"]["packets"] > 0
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a live capture needs root (or CAP_NET_RAW)")
 def test_a_live_run_goes_on_past_a_blocking_sink(tmp_path, test_sinks, capsys):
     if not hasattr(socket, "AF_PACKET"):
         pytest.skip("live capture needs Linux")
