@@ -297,10 +297,14 @@ def _alert_text(record: dict) -> str:
 # --- port owners and NIC counters (psutil) -------------------------------------
 
 class Owners:
-    """Which process owns a local port (psutil connections), refreshed now and then."""
+    """Which process owns a local port (psutil connections), refreshed now and then:
+    in this network namespace and in each one the stream's sources capture in
+    (`sources`: returns the hello's source entries; NETNS or pid:PID in `netns`),
+    each looked up from inside that namespace (root: entering one needs it)."""
 
-    def __init__(self, every: float = 2.0):
+    def __init__(self, every: float = 2.0, sources=lambda: []):
         self.every = every
+        self.sources = sources
         self._at = 0.0
         self._map: dict[tuple[str, int], str] = {}
 
@@ -309,8 +313,23 @@ class Owners:
         now = time.monotonic()
         if now - self._at >= self.every:
             self._at = now
-            self._map = self._scan()
+            self._map = self._scan_all(netns_paths(self.sources()))
         return self._map.get((proto, port), "-")
+
+    @classmethod
+    def _scan_all(cls, paths: list[str]) -> dict:
+        from .errors import CaptureError
+        from .sources import netns_entered
+        owners = cls._scan()
+        for path in paths:
+            try:
+                with netns_entered(path):
+                    found = cls._scan()      # /proc/net of the namespace entered
+            except (CaptureError, OSError):
+                continue                     # gone, or not ours to enter
+            for key, owner in found.items():
+                owners.setdefault(key, owner)
+        return owners
 
     @staticmethod
     def _scan() -> dict:
@@ -333,6 +352,21 @@ class Owners:
                     names[c.pid] = "?"
             owners.setdefault((proto, c.laddr.port), f"{c.pid}/{names[c.pid]}")
         return owners
+
+
+def netns_paths(sources: list[dict]) -> list[str]:
+    """The namespace files of the sources captured in other network namespaces."""
+    from .sources import NETNS_DIR
+    paths: list[str] = []
+    for source in sources:
+        where = source.get("netns")
+        if not where:
+            continue
+        path = (f"/proc/{where[4:]}/ns/net" if where.startswith("pid:")
+                else os.path.join(NETNS_DIR, where))
+        if path not in paths:
+            paths.append(path)
+    return paths
 
 
 class Nics:
@@ -746,7 +780,8 @@ def run_plain(feed: EngineFeed, rows: int, out=None, view: View | None = None,
     """Not a terminal: one plain-text table per window, no escape codes."""
     out = out or sys.stdout
     view = view or View()
-    model, owners, nics = TopModel(expire=expire), Owners(), Nics()
+    model = TopModel(expire=expire)
+    owners, nics = Owners(sources=lambda: model.sources), Nics()
     while True:
         record = feed.records.get()
         if record is None:
@@ -776,7 +811,8 @@ def run_curses(feed: EngineFeed, view: View | None = None, expire: int | None = 
         if curses.has_colors():
             curses.use_default_colors()
             curses.init_pair(1, curses.COLOR_RED, -1)
-        model, owners, nics = TopModel(expire=expire), Owners(), Nics()
+        model = TopModel(expire=expire)
+        owners, nics = Owners(sources=lambda: model.sources), Nics()
         nic_rates: list[NicRates] = []
         dirty, ended = True, False
         while True:

@@ -10,6 +10,7 @@ import time
 
 import msgpack
 import numpy as np
+import psutil
 import pytest
 
 import netns
@@ -80,7 +81,6 @@ def stop_engine(proc: subprocess.Popen) -> tuple[list[dict], str]:
 
 def capture_processes(pid: int) -> list:
     """The engine's capture processes still running (the only children it has)."""
-    import psutil
     alive = []
     for child in psutil.Process(pid).children():
         try:
@@ -349,3 +349,25 @@ def test_container_names_come_from_the_cgroup_path(tmp_path, cgroup, expected):
     (tmp_path / "42" / "cgroup").write_text(cgroup)
     assert container_of("42", proc=str(tmp_path)) == expected
     assert container_of("43", proc=str(tmp_path)) is None
+
+
+def test_top_finds_port_owners_inside_the_captured_namespace(veth):
+    """A UDP socket bound inside the namespace is invisible from here; top looks
+    its owner up from inside the namespaces its sources capture in."""
+    from pt_engine.top import Owners
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", veth.ns, sys.executable, "-c",
+         "import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+         "s.bind(('0.0.0.0', 45871)); print('ok', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ok"
+        here = Owners(every=0)
+        assert here.get("udp", 45871) == "-"
+        inside = Owners(every=0, sources=lambda: [{"name": f"{veth.ns}/{veth.peer}",
+                                                   "netns": veth.ns}])
+        owner = inside.get("udp", 45871)
+        assert owner == f"{server.pid}/{psutil.Process(server.pid).name()}", owner
+    finally:
+        server.kill()
+        server.wait()
