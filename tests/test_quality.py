@@ -29,7 +29,7 @@ from pt_engine.records import (
     TCPI_NEGATIVE_PAYLOAD,
     TCPI_NO_TIMESTAMP,
 )
-from frames import IPPROTO_TCP, _pcapng_block, eth, ipv4, pcapng_file, tcp
+from frames import IPPROTO_TCP, _pcapng_block, eth, ipv4, pcap_file, pcapng_file, tcp
 from streams import HERE, read_stream
 
 QUALITY_CORPUS = HERE / "quality-corpus"
@@ -593,3 +593,47 @@ def test_any_sequence_keeps_the_books_balanced(records):
             assert row[1] == row[2] == row[3] == row[4] == 0
     assert counter.records_held == sum(len(h.segments) for c in counter.connections.values()
                                        for h in c.halves)
+
+
+# --- windows on a crafted capture ------------------------------------------------------------
+
+def test_events_belong_to_the_window_of_the_packet_that_caused_them(backend_env, tmp_path):
+    """Samples, jitter and duplicate ACKs in the window of the ACK; data,
+    retransmissions and gaps in the window of the segment (1 s windows)."""
+    def frame(frm, seq, ack, flags, payload=0):
+        ends = (("10.0.0.1", 51000), ("10.0.0.2", 80))
+        (src, sport), (dst, dport) = ends if frm == "c" else ends[::-1]
+        return eth() + ipv4(src, dst, IPPROTO_TCP,
+                            tcp(sport, dport, bytes(payload), flags=flags, seq=seq, ack=ack))
+    s = 10**9
+    t0 = 1_700_000_000 * s
+    packets = [
+        (t0 + s // 10, frame("c", 1000, 0, 0x02)),                 # SYN           window 0
+        (t0 + 9 * s // 10, frame("s", 5000, 1001, 0x12)),          # SYN-ACK: 0.8 s sample, w0
+        (t0 + 12 * s // 10, frame("c", 1001, 5001, 0x10)),         # ACK: 0.3 s sample, w1
+        (t0 + 13 * s // 10, frame("c", 1001, 5001, 0x18, 100)),    # data           w1
+        (t0 + 21 * s // 10, frame("c", 1201, 5001, 0x18, 100)),    # gap of 100     w2
+        (t0 + 22 * s // 10, frame("c", 1001, 5001, 0x18, 100)),    # retransmission w2
+        (t0 + 35 * s // 10, frame("s", 5001, 1101, 0x10)),         # ACK: flagged, no sample, w3
+        (t0 + 36 * s // 10, frame("s", 5001, 1101, 0x10)),         # duplicate ACK  w3
+    ]
+    path = tmp_path / "windows.pcap"
+    path.write_bytes(pcap_file([(t, f, None) for t, f in packets], 1, nano=True))
+    status, records, _ = read_stream(tmp_path, str(path), "--analyser", "tcp_quality",
+                                     "--interval", "1", fmt="json")
+    assert status == 0
+    windows = {(w["start_ns"] - t0) // s: {(r[1], r[2]): dict(zip(COLUMNS, r[3:3 + N_COUNTERS]))
+                                           for r in w["tcp_quality"]["rows"]}
+               for w in records if w["type"] == "window"}
+    assert sorted(windows) == [0, 1, 2, 3]
+    assert windows[0][(80, "in")]["rtt_samples"] == 1
+    assert windows[0][(80, "in")]["rtt_sum_ns"] == 8 * s // 10
+    assert set(windows[0]) == {(80, "in"), (51000, "out")}
+    assert windows[1][(80, "out")]["rtt_sum_ns"] == 3 * s // 10
+    assert windows[1][(80, "in")]["data_bytes"] == 100
+    assert windows[1][(80, "in")]["rtt_samples"] == 0
+    assert (windows[2][(80, "in")]["gaps"], windows[2][(80, "in")]["retrans_segments"]) == (1, 1)
+    assert windows[3][(80, "in")]["dup_acks"] == 1
+    assert windows[3][(80, "in")]["rtt_samples"] == 0
+    assert _merge_stream_rows([w for w in records if w["type"] == "window"]) == \
+        records[-1]["tcp_quality"]["rows"]
