@@ -141,7 +141,7 @@ def test_sigkill_of_a_capture_process_is_reported(tmp_path, seed):
 
 
 def test_sigstop_sigcont_of_a_capture_process(tmp_path):
-    big = _big_capture(tmp_path, 100_000)
+    big = _big_capture(tmp_path, 1_000_000)   # long enough to be stopped while it reads
     out = tmp_path / "out.json"
     proc = _engine("read", str(big), "--format", "json", "--output", str(out),
                    stderr=subprocess.PIPE)
@@ -151,7 +151,7 @@ def test_sigstop_sigcont_of_a_capture_process(tmp_path):
     os.kill(kid, signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert stream.decode(out.read_bytes(), "json")[-1]["totals"]["packets"] == 100_000
+    assert stream.decode(out.read_bytes(), "json")[-1]["totals"]["packets"] == 1_000_000
 
 
 @pytest.fixture
