@@ -22,6 +22,10 @@ from .records import (
     REASON_NAMES,
     RECORD_DTYPE,
     SUPPORTED_LINKTYPES,
+    TCPI_FRAGMENT,
+    TCPI_HEADER,
+    TCPI_IPV6,
+    TCPI_NEGATIVE_PAYLOAD,
     PacketClass,
     linktype_name,
 )
@@ -72,6 +76,7 @@ _LINK_LINUX_SLL, _LINK_LINUX_SLL2 = 113, 276
 _LINK_IP = (12, 14, 101, 228, 229)  # RAW, IPV4, IPV6: start at the IP header
 
 _COUNTER_ROWS = N_PROTOS * N_PORTS
+_IPPROTO_TCP = 6
 
 
 class ParsedFrame(NamedTuple):
@@ -84,6 +89,13 @@ class ParsedFrame(NamedTuple):
     dst_port: int = 0
     src_addr: bytes = ZERO_ADDR
     dst_addr: bytes = ZERO_ADDR
+    # Ported TCP only (records.pxd; docs/quality-rules.md section 1).
+    tcp_seq: int = 0
+    tcp_ack: int = 0
+    tcp_payload: int = 0
+    tcp_win: int = 0
+    tcp_flags: int = 0
+    tcp_info: int = 0
 
 
 def _be16(frame: bytes, at: int) -> int:
@@ -104,8 +116,9 @@ def check_linktype(linktype: int) -> None:
             f"supported: {supported}")
 
 
-def parse_frame(linktype: int, frame) -> ParsedFrame:
-    """Decode one captured frame (exactly its ``caplen`` bytes).
+def parse_frame(linktype: int, frame, wire_len: int | None = None) -> ParsedFrame:
+    """Decode one captured frame (exactly its ``caplen`` bytes) whose wire
+    length is ``wire_len`` (default: the captured length; it is never less).
 
     Never raises for packet content: a malformed or cut frame gets a class and
     a reason like any other.
@@ -116,20 +129,21 @@ def parse_frame(linktype: int, frame) -> ParsedFrame:
     check_linktype(linktype)
     frame = bytes(frame)
     size = len(frame)
+    wire = size if wire_len is None else max(wire_len, size)
     if linktype == _LINK_EN10MB:
         if size < 14:
             return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
-        return _ethertype(frame, _be16(frame, 12), 14)
+        return _ethertype(frame, _be16(frame, 12), 14, wire)
     if linktype == _LINK_LINUX_SLL:
         if size < 16:
             return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
-        return _ethertype(frame, _be16(frame, 14), 16)
+        return _ethertype(frame, _be16(frame, 14), 16, wire)
     if linktype == _LINK_LINUX_SLL2:
         if size < 20:
             return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
-        return _ethertype(frame, _be16(frame, 0), 20)
+        return _ethertype(frame, _be16(frame, 0), 20, wire)
     if linktype in _LINK_IP:
-        return _ip_version(frame, 0)
+        return _ip_version(frame, 0, wire)
     # NULL / LOOP: a 4-byte address family. NULL is in the capturing host's
     # byte order, which we do not know, so either order is accepted
     # (counting-rules section 5); LOOP is always network order.
@@ -143,10 +157,10 @@ def parse_frame(linktype: int, frame) -> ParsedFrame:
         family = big
     else:
         return ParsedFrame(NON_IP, REASON_NON_IP_FAMILY)
-    return _ipv4(frame, 4) if family == _AF_INET else _ipv6(frame, 4)
+    return _ipv4(frame, 4, wire) if family == _AF_INET else _ipv6(frame, 4, wire)
 
 
-def _ethertype(frame: bytes, ethertype: int, cur: int) -> ParsedFrame:
+def _ethertype(frame: bytes, ethertype: int, cur: int, wire: int) -> ParsedFrame:
     """Dispatch on an EtherType whose payload starts at ``cur``."""
     size = len(frame)
     while ethertype in _VLAN_TPIDS:
@@ -157,17 +171,17 @@ def _ethertype(frame: bytes, ethertype: int, cur: int) -> ParsedFrame:
     if ethertype < _ETH_MIN_ETHERTYPE:
         return ParsedFrame(NON_IP, REASON_LLC_FRAME)
     if ethertype == _ETH_IPV4:
-        return _ipv4(frame, cur)
+        return _ipv4(frame, cur, wire)
     if ethertype == _ETH_IPV6:
-        return _ipv6(frame, cur)
+        return _ipv6(frame, cur, wire)
     if ethertype in _ETH_MPLS:
-        return _mpls(frame, cur)
+        return _mpls(frame, cur, wire)
     if ethertype == _ETH_PPPOE_SESSION:
-        return _pppoe(frame, cur)
+        return _pppoe(frame, cur, wire)
     return ParsedFrame(NON_IP, REASON_NON_IP_ETHERTYPE)
 
 
-def _mpls(frame: bytes, cur: int) -> ParsedFrame:
+def _mpls(frame: bytes, cur: int, wire: int) -> ParsedFrame:
     """Skip an MPLS label stack (RFC 3032), then guess IP by the version nibble."""
     size = len(frame)
     while True:
@@ -181,38 +195,39 @@ def _mpls(frame: bytes, cur: int) -> ParsedFrame:
         return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
     version = frame[cur] >> 4
     if version == 4:
-        return _ipv4(frame, cur)
+        return _ipv4(frame, cur, wire)
     if version == 6:
-        return _ipv6(frame, cur)
+        return _ipv6(frame, cur, wire)
     return ParsedFrame(NON_IP, REASON_MPLS_NON_IP)
 
 
-def _pppoe(frame: bytes, cur: int) -> ParsedFrame:
+def _pppoe(frame: bytes, cur: int, wire: int) -> ParsedFrame:
     """PPPoE session header (RFC 2516, 6 bytes) plus the 2-byte PPP protocol."""
     if cur + 8 > len(frame):
         return ParsedFrame(TRUNCATED, REASON_TRUNCATED_LINK)
     ppp_proto = _be16(frame, cur + 6)
     if ppp_proto == _PPP_IPV4:
-        return _ipv4(frame, cur + 8)
+        return _ipv4(frame, cur + 8, wire)
     if ppp_proto == _PPP_IPV6:
-        return _ipv6(frame, cur + 8)
+        return _ipv6(frame, cur + 8, wire)
     return ParsedFrame(NON_IP, REASON_PPP_NON_IP)
 
 
-def _ip_version(frame: bytes, cur: int) -> ParsedFrame:
+def _ip_version(frame: bytes, cur: int, wire: int) -> ParsedFrame:
     """RAW / IPV4 / IPV6 link types: the version nibble decides."""
     if cur + 1 > len(frame):
         return ParsedFrame(TRUNCATED, REASON_TRUNCATED_IP)
     version = frame[cur] >> 4
     if version == 4:
-        return _ipv4(frame, cur)
+        return _ipv4(frame, cur, wire)
     if version == 6:
-        return _ipv6(frame, cur)
+        return _ipv6(frame, cur, wire)
     return ParsedFrame(TRUNCATED, REASON_BAD_IP_VERSION)
 
 
-def _ipv4(frame: bytes, cur: int) -> ParsedFrame:
-    """IPv4 header at ``cur`` (RFC 791); the total-length field is not used."""
+def _ipv4(frame: bytes, cur: int, wire: int) -> ParsedFrame:
+    """IPv4 header at ``cur`` (RFC 791); the total-length field serves only
+    the TCP payload length."""
     size = len(frame)
     if cur + 20 > size:
         return ParsedFrame(TRUNCATED, REASON_TRUNCATED_IP)
@@ -228,10 +243,12 @@ def _ipv4(frame: bytes, cur: int) -> ParsedFrame:
         return ParsedFrame(TRUNCATED, REASON_TRUNCATED_IP_OPTIONS, proto, 0, 0, src, dst)
     if _be16(frame, cur + 6) & 0x1FFF:
         return ParsedFrame(IP_OTHER, REASON_FRAGMENT, proto, 0, 0, src, dst)
-    return _transport(frame, cur + header_len, proto, src, dst)
+    more_fragments = _be16(frame, cur + 6) & 0x2000
+    tcp = _TcpContext(cur, _be16(frame, cur + 2), wire, TCPI_FRAGMENT if more_fragments else 0)
+    return _transport(frame, cur + header_len, proto, src, dst, tcp)
 
 
-def _ipv6(frame: bytes, cur: int) -> ParsedFrame:
+def _ipv6(frame: bytes, cur: int, wire: int) -> ParsedFrame:
     """IPv6 header at ``cur`` (RFC 8200) and its extension-header chain."""
     size = len(frame)
     if cur + 40 > size:
@@ -241,6 +258,8 @@ def _ipv6(frame: bytes, cur: int) -> ParsedFrame:
     src = frame[cur + 8:cur + 24]
     dst = frame[cur + 24:cur + 40]
     next_header = frame[cur + 6]
+    payload_length = _be16(frame, cur + 4)
+    ip_at, info = cur, TCPI_IPV6
     cur += 40
     while next_header in _IP6_EXT_HEADERS:
         if cur + 2 > size:
@@ -257,19 +276,48 @@ def _ipv6(frame: bytes, cur: int) -> ParsedFrame:
                                src, dst)
         if next_header == _IP6_FRAGMENT and _be16(frame, cur + 2) >> 3:
             return ParsedFrame(IP_OTHER, REASON_FRAGMENT, frame[cur], 0, 0, src, dst)
+        if next_header == _IP6_FRAGMENT and frame[cur + 3] & 1:
+            info |= TCPI_FRAGMENT       # the first fragment of several
         next_header = frame[cur]
         cur += header_len
-    return _transport(frame, cur, next_header, src, dst)
+    datagram = 40 + payload_length if payload_length else 0
+    return _transport(frame, cur, next_header, src, dst,
+                      _TcpContext(ip_at, datagram, wire, info))
 
 
-def _transport(frame: bytes, cur: int, proto: int, src: bytes, dst: bytes) -> ParsedFrame:
-    """Ports of a port-bearing protocol (counting-rules section 3)."""
+class _TcpContext(NamedTuple):
+    """What the IP layer tells the TCP fields (docs/quality-rules.md section 1)."""
+
+    ip_at: int          # offset of the outermost IP header
+    datagram: int       # its datagram length: IPv4 total length, 40 + IPv6 payload length; 0 if 0
+    wire: int           # the frame's wire length
+    info: int           # TCPI_IPV6, TCPI_FRAGMENT
+
+
+def _transport(frame: bytes, cur: int, proto: int, src: bytes, dst: bytes,
+               tcp: _TcpContext) -> ParsedFrame:
+    """Ports of a port-bearing protocol (counting-rules section 3), and TCP's fields."""
     if proto not in PROTO_INDEX:
         return ParsedFrame(IP_OTHER, REASON_NO_PORTS_PROTO, proto, 0, 0, src, dst)
     if cur + 4 > len(frame):
         return ParsedFrame(TRUNCATED, REASON_TRUNCATED_PORTS, proto, 0, 0, src, dst)
-    return ParsedFrame(PORTED, REASON_OK, proto, _be16(frame, cur), _be16(frame, cur + 2),
-                       src, dst)
+    parsed = ParsedFrame(PORTED, REASON_OK, proto, _be16(frame, cur), _be16(frame, cur + 2),
+                         src, dst)
+    if proto != _IPPROTO_TCP:
+        return parsed
+    header = frame[cur:cur + 20]
+    data_offset = (header[12] >> 4) * 4 if len(header) == 20 else 0
+    if data_offset < 20 or cur + data_offset > len(frame):
+        return parsed._replace(tcp_info=tcp.info)     # the TCP header is not all there
+    datagram = tcp.datagram
+    if datagram == 0 or tcp.ip_at + datagram > tcp.wire:
+        datagram = tcp.wire - tcp.ip_at             # TSO / jumbogram / longer than the frame
+    payload = datagram - (cur - tcp.ip_at) - data_offset
+    info = tcp.info | TCPI_HEADER | (TCPI_NEGATIVE_PAYLOAD if payload < 0 else 0)
+    return parsed._replace(
+        tcp_seq=int.from_bytes(header[4:8], "big"), tcp_ack=int.from_bytes(header[8:12], "big"),
+        tcp_payload=max(payload, 0), tcp_win=_be16(header, 14), tcp_flags=header[13],
+        tcp_info=info)
 
 
 def parse_batch(linktype: int, data, offsets, caplens, orig_lens, ts_ns, iface: int,
@@ -314,11 +362,13 @@ def parse_batch(linktype: int, data, offsets, caplens, orig_lens, ts_ns, iface: 
     rows = []
     for i in range(count):
         start, caplen = int(offsets[i]), int(caplens[i])
-        parsed = parse_frame(linktype, buf[start:start + caplen])
+        wire_len = max(int(orig_lens[i]), caplen)
+        parsed = parse_frame(linktype, buf[start:start + caplen], wire_len)
         rows.append((
-            int(ts_ns[i]), max(int(orig_lens[i]), caplen), parsed.src_port, parsed.dst_port,
+            int(ts_ns[i]), wire_len, parsed.src_port, parsed.dst_port,
             parsed.proto, parsed.pkt_class, iface, parsed.reason, (0, 0, 0),
-            tuple(parsed.src_addr), tuple(parsed.dst_addr)))
+            tuple(parsed.src_addr), tuple(parsed.dst_addr), parsed.tcp_seq, parsed.tcp_ack,
+            parsed.tcp_payload, parsed.tcp_win, parsed.tcp_flags, parsed.tcp_info))
     if count:
         out[:count] = np.array(rows, dtype=RECORD_DTYPE)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 
-RECORD_SIZE = 56
+RECORD_SIZE = 72
 # The last nanosecond a record can carry; a window reaching it includes it.
 UINT64_MAX = (1 << 64) - 1
 
@@ -17,10 +17,11 @@ def _record_dtype():
     return np.dtype(
         {
             "names": ["ts_ns", "wire_len", "src_port", "dst_port", "proto", "pkt_class",
-                      "iface", "reason", "pad", "src_addr", "dst_addr"],
+                      "iface", "reason", "pad", "src_addr", "dst_addr",
+                      "tcp_seq", "tcp_ack", "tcp_payload", "tcp_win", "tcp_flags", "tcp_info"],
             "formats": ["<u8", "<u4", "<u2", "<u2", "u1", "u1", "<u2", "u1", ("u1", 3),
-                        ("u1", 16), ("u1", 16)],
-            "offsets": [0, 8, 12, 14, 16, 17, 18, 20, 21, 24, 40],
+                        ("u1", 16), ("u1", 16), "<u4", "<u4", "<u4", "<u2", "u1", "u1"],
+            "offsets": [0, 8, 12, 14, 16, 17, 18, 20, 21, 24, 40, 56, 60, 64, 68, 70, 71],
             "itemsize": RECORD_SIZE,
         }
     )
@@ -33,6 +34,18 @@ def __getattr__(name: str):
         globals()["RECORD_DTYPE"] = dtype = _record_dtype()
         return dtype
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# tcp_info bits (TCPI_* in records.pxd): what decides whether a ported TCP
+# packet is analysed (docs/quality-rules.md section 1).
+TCPI_HEADER = 1             # the whole TCP header is captured; tcp_* fields are set
+TCPI_FRAGMENT = 2           # a first fragment (IPv4 MF, IPv6 fragment header with M)
+TCPI_NEGATIVE_PAYLOAD = 4   # the IP length fields give a negative payload
+TCPI_NO_TIMESTAMP = 8       # the reader had no time for it (pcapng Simple Packet Block)
+TCPI_IPV6 = 16              # the outermost IP header is IPv6
+
+# TCP flag bits of tcp_flags.
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 
 
 class PacketClass(enum.IntEnum):

@@ -385,6 +385,15 @@ class ClassicWalk:
         self._data.close()
 
 
+def _mark_timeless(one) -> None:
+    """A pcapng record at time 0: libpcap gives a Simple Packet Block (which has
+    no timestamp) that time, and an Enhanced Packet Block stamped at the epoch
+    itself looks the same; as the native reader (ext/capture.pyx, on_packet),
+    a ported TCP one is marked as having no time (docs/quality-rules.md section 1)."""
+    tcp = (one["proto"] == 6) & (one["pkt_class"] == records.PacketClass.PORTED)
+    one["tcp_info"][tcp] |= records.TCPI_NO_TIMESTAMP
+
+
 class ReferenceFileSource(FileSource):
     """The same file read through pcapy-ng ``next()`` and engine._reference (slow).
 
@@ -465,6 +474,8 @@ class ReferenceFileSource(FileSource):
             self._parse(self.linktype, data, one * 0, one + caplen, one + origlen,
                         np.array([ts_ns], np.uint64),
                         self.iface, out[i:i + 1])
+            if ts_ns == 0 and not self._classic:
+                _mark_timeless(out[i:i + 1])
             self._packets += 1
             self._caplen_sum += caplen
         return len(out) - start, FILL_FULL

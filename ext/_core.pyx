@@ -4,7 +4,7 @@
 
 Sees only buffers and integers; the Python package (engine/) owns everything else.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset, memcpy, strerror, strlen
 from libc.errno cimport errno
 from libc.stdio cimport FILE, fclose, ftell

@@ -16,6 +16,7 @@ cdef struct fill_ctx_t:
     uint64_t ts_mult        # 1 for ns timestamps, 1000 for us
     uint64_t caplen_sum     # captured bytes seen (record offsets in a pcap file)
     bint sec32              # classic pcap: seconds and fraction are unsigned 32-bit fields
+    bint pcapng             # a pcapng file: a record at time 0 has no time (below)
     int frac_unit           # classic pcap: 1000 for a microsecond file, 1 for ns, 0 unknown
     int linktype
     uint16_t iface
@@ -58,6 +59,11 @@ cdef void on_packet(unsigned char* user, const pcap_pkthdr* h,
         frac = <uint64_t>h.ts.tv_usec
     r.ts_ns = ts_to_ns(sec, frac, ctx.ts_mult)
     r.iface = ctx.iface
+    if ctx.pcapng and r.ts_ns == 0 and r.proto == PROTO_TCP and r.pkt_class == CLASS_PORTED:
+        # libpcap gives a Simple Packet Block (which has no timestamp) the
+        # time 0; an Enhanced Packet Block stamped at the epoch itself looks
+        # the same through libpcap and is taken as timeless too.
+        r.tcp_info |= TCPI_NO_TIMESTAMP
     ctx.caplen_sum += h.caplen
     ctx.n += 1
 
@@ -435,6 +441,7 @@ cdef class SavefileCapture(BaseCapture):
             raise PcapError(errbuf.decode(errors="replace"))
         cap._init_handle(path, iface, 1)
         cap.ctx.sec32 = pcap_major_version(cap.p) == 2    # pcapng files say 1
+        cap.ctx.pcapng = not cap.ctx.sec32
         cap.ctx.frac_unit = cap._fraction_unit()
         if own_reader and fp != NULL and cap.ctx.frac_unit != 0 and \
                 pcap_major_version(cap.p) == 2 and pcap_minor_version(cap.p) == 4:

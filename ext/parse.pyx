@@ -32,8 +32,37 @@ cdef inline bint is_inet6_family(uint32_t fam) noexcept nogil:
     return fam == 10 or fam == 24 or fam == 28 or fam == 30
 
 
+cdef inline void parse_tcp(const uint8_t* f, uint32_t c, uint32_t L, uint32_t ip_off,
+                           uint32_t dgram, uint8_t info, pkt_record_t* r) noexcept nogil:
+    # The TCP fields of a ported TCP record (records.pxd, docs/quality-rules.md
+    # section 1). `c` is the TCP header's offset, `ip_off` the outermost IP
+    # header's, `dgram` the datagram length its header gives (0: none given).
+    cdef uint32_t doff
+    cdef int64_t payload
+    r.tcp_info = info
+    if not cur_has(c, L, 20):
+        return
+    doff = (<uint32_t>f[c + 12] >> 4) * 4
+    if doff < 20 or not cur_has(c, L, doff):
+        return
+    r.tcp_seq = cur_read_u32(f, c + 4)
+    r.tcp_ack = cur_read_u32(f, c + 8)
+    r.tcp_flags = f[c + 13]
+    r.tcp_win = cur_read_u16(f, c + 14)
+    # ip_off <= caplen <= wire_len: the fallback is never negative.
+    if dgram == 0 or <uint64_t>ip_off + dgram > r.wire_len:
+        dgram = r.wire_len - ip_off
+    payload = <int64_t>dgram - <int64_t>(c - ip_off) - <int64_t>doff
+    if payload < 0:
+        r.tcp_info = info | TCPI_HEADER | TCPI_NEGATIVE_PAYLOAD
+    else:
+        r.tcp_payload = <uint32_t>payload
+        r.tcp_info = info | TCPI_HEADER
+
+
 cdef inline void parse_transport(const uint8_t* f, uint32_t c, uint32_t L,
-                                 uint8_t proto, pkt_record_t* r) noexcept nogil:
+                                 uint8_t proto, uint32_t ip_off, uint32_t dgram,
+                                 uint8_t info, pkt_record_t* r) noexcept nogil:
     r.proto = proto
     if not is_port_proto(proto):
         rec_mark(r, CLASS_IP_OTHER, REASON_NO_PORTS_PROTO)
@@ -43,6 +72,8 @@ cdef inline void parse_transport(const uint8_t* f, uint32_t c, uint32_t L,
         r.src_port = cur_read_u16(f, c)
         r.dst_port = cur_read_u16(f, c + 2)
         rec_mark(r, CLASS_PORTED, REASON_OK)
+        if proto == PROTO_TCP:
+            parse_tcp(f, c, L, ip_off, dgram, info, r)
 
 
 cdef inline void set_v4_mapped(uint8_t* dst, const uint8_t* a) noexcept nogil:
@@ -73,12 +104,16 @@ cdef void parse_ipv4(const uint8_t* f, uint32_t c, uint32_t L, pkt_record_t* r) 
     elif cur_read_u16(f, c + 6) & 0x1FFF:
         rec_mark(r, CLASS_IP_OTHER, REASON_FRAGMENT)
     else:
-        parse_transport(f, c + hlen, L, r.proto, r)
+        # A first fragment has ports (counted) but is no whole segment (MF).
+        parse_transport(f, c + hlen, L, r.proto, c, cur_read_u16(f, c + 2),
+                        TCPI_FRAGMENT if cur_read_u16(f, c + 6) & 0x2000 else 0, r)
 
 
 cdef void parse_ipv6(const uint8_t* f, uint32_t c, uint32_t L, pkt_record_t* r) noexcept nogil:
     cdef uint8_t nh
-    cdef uint32_t hlen
+    cdef uint32_t hlen, dgram
+    cdef uint32_t ip_off = c
+    cdef uint8_t info = TCPI_IPV6
     if not cur_has(c, L, 40):
         rec_mark(r, CLASS_TRUNCATED, REASON_TRUNCATED_IP)
         return
@@ -89,6 +124,9 @@ cdef void parse_ipv6(const uint8_t* f, uint32_t c, uint32_t L, pkt_record_t* r) 
     memcpy(r.dst_addr, f + c + 24, 16)
     nh = f[c + 6]
     r.proto = nh
+    dgram = cur_read_u16(f, c + 4)
+    if dgram != 0:
+        dgram += 40
     c += 40
     # Section 2: walk hop-by-hop, routing, destination options, fragment and
     # AH; stop at the first other value. Each step advances >= 8 bytes, so the
@@ -110,10 +148,12 @@ cdef void parse_ipv6(const uint8_t* f, uint32_t c, uint32_t L, pkt_record_t* r) 
             r.proto = f[c]
             rec_mark(r, CLASS_IP_OTHER, REASON_FRAGMENT)
             return
+        if nh == 44 and (f[c + 3] & 1):
+            info |= TCPI_FRAGMENT       # a first fragment, more to come
         nh = f[c]
         r.proto = nh
         c += hlen
-    parse_transport(f, c, L, nh, r)
+    parse_transport(f, c, L, nh, ip_off, dgram, info, r)
 
 
 cdef inline void parse_by_version(const uint8_t* f, uint32_t c, uint32_t L,

@@ -1,6 +1,6 @@
 # The record ABI: the single definition of what the parser writes per frame.
 #
-# Layout of pkt_record_t (56 bytes, little-endian host order, every field
+# Layout of pkt_record_t (72 bytes, little-endian host order, every field
 # naturally aligned, no implicit padding; mirrored by engine.records.RECORD_DTYPE
 # and checked at import):
 #
@@ -17,6 +17,19 @@
 #       21    3 pad        zero
 #       24   16 src_addr   IPv6 address, or IPv4 as ::ffff:a.b.c.d; zero if unread
 #       40   16 dst_addr   same for the destination
+#       56    4 tcp_seq    TCP sequence number      } TCP records only (proto 6,
+#       60    4 tcp_ack    TCP acknowledgment number} pkt_class CLASS_PORTED) whose
+#       64    4 tcp_payload payload length P        } TCP header is captured
+#       68    2 tcp_win    TCP window field         } (TCPI_HEADER); zero otherwise
+#       70    1 tcp_flags  TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10, ...)
+#       71    1 tcp_info   TCPI_* bits (TCP records only; zero otherwise)
+#
+# tcp_payload is docs/quality-rules.md section 1's P: the datagram length
+# from the IP header (IPv4 total length, 40 + IPv6 payload length; the wire
+# length minus the IP header's offset when that field is 0 or the datagram
+# would reach past the wire length), minus the IP header (IPv6: with the
+# extension headers walked), minus data offset * 4. Never the captured
+# length. A negative P is written as 0 with TCPI_NEGATIVE_PAYLOAD.
 #
 # Records live in shared memory (engine.transport) and are read by another
 # process, so the layout is part of the transport contract too.
@@ -37,6 +50,12 @@ cdef extern from *:
         uint8_t  pad[3];
         uint8_t  src_addr[16];
         uint8_t  dst_addr[16];
+        uint32_t tcp_seq;
+        uint32_t tcp_ack;
+        uint32_t tcp_payload;
+        uint16_t tcp_win;
+        uint8_t  tcp_flags;
+        uint8_t  tcp_info;
     } pkt_record_t;
     #pragma pack(pop)
     """
@@ -52,6 +71,21 @@ cdef extern from *:
         uint8_t pad[3]
         uint8_t src_addr[16]
         uint8_t dst_addr[16]
+        uint32_t tcp_seq
+        uint32_t tcp_ack
+        uint32_t tcp_payload
+        uint16_t tcp_win
+        uint8_t tcp_flags
+        uint8_t tcp_info
+
+# tcp_info bits (docs/quality-rules.md section 1 decides from them whether a
+# TCP packet is analysed; names in engine.records.TCPI_*).
+cdef enum:
+    TCPI_HEADER = 1             # >= 20 bytes, data offset >= 5, data offset * 4 bytes captured
+    TCPI_FRAGMENT = 2           # IPv4 MF set, or an IPv6 fragment header with M set
+    TCPI_NEGATIVE_PAYLOAD = 4   # P < 0 (tcp_payload is then 0)
+    TCPI_NO_TIMESTAMP = 8       # the reader had no time for it (pcapng Simple Packet Block)
+    TCPI_IPV6 = 16              # the outermost IP header is IPv6
 
 # Packet classes (counting-rules section 4). Every frame gets exactly one.
 cdef enum:

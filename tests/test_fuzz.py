@@ -21,6 +21,8 @@ from pt_engine.records import (
     REASON_NAMES,
     RECORD_DTYPE,
     SUPPORTED_LINKTYPES,
+    TCPI_HEADER,
+    TCPI_NEGATIVE_PAYLOAD,
 )
 from frames import (
     AF_INET,
@@ -92,6 +94,12 @@ COUNTER_ROWS = N_PROTOS * N_PORTS
 
 # --- seed frames -------------------------------------------------------------
 
+def _tcp_with_options(options: bytes, payload: bytes, flags: int) -> bytes:
+    header = bytearray(tcp(40000, 443, b"", flags=flags, seq=0x80000000, ack=77))
+    header[12] = (5 + len(options) // 4) << 4
+    return bytes(header) + options + payload
+
+
 def _ip_packets() -> list[tuple[int, bytes]]:
     """(IP version, packet) pairs covering every network/transport rule."""
     v4 = [
@@ -104,6 +112,13 @@ def _ip_packets() -> list[tuple[int, bytes]]:
         ipv4(proto=IPPROTO_UDP, payload=udp(1, 2), options=b"\x94\x04\x00\x00" * 3),
         ipv4(proto=IPPROTO_TCP, payload=bytes(16), frag_offset=185),
         ipv4(proto=IPPROTO_UDP, payload=udp(3, 4, bytes(24)), mf=True),
+        # TCP fields (quality-rules section 1): options, first fragments, the
+        # IP length fields (TSO's 0, too short, too long), flags and windows.
+        ipv4(proto=IPPROTO_TCP, payload=_tcp_with_options(bytes(12), b"data", 0x12)),
+        ipv4(proto=IPPROTO_TCP, payload=tcp(80, 51000, bytes(30), flags=0x11), mf=True),
+        ipv4(proto=IPPROTO_TCP, payload=tcp(1, 2, bytes(9), seq=2**32 - 1), total_length=0),
+        ipv4(proto=IPPROTO_TCP, payload=tcp(1, 2, bytes(9), window=0), total_length=44),
+        ipv4(proto=IPPROTO_TCP, payload=tcp(1, 2, b"x", flags=0x04), total_length=9000),
     ]
     v6 = [
         ipv6(nh=IPPROTO_UDP, payload=udp(5353, 53, b"q")),
@@ -113,6 +128,10 @@ def _ip_packets() -> list[tuple[int, bytes]]:
         ipv6(nh=IPPROTO_FRAGMENT, payload=frag6(IPPROTO_UDP, offset=20) + bytes(16)),
         ipv6(nh=IPPROTO_AH, payload=ah(IPPROTO_TCP) + tcp(179, 40000)),
         ipv6(nh=58, payload=bytes(8)),
+        ipv6(nh=IPPROTO_TCP, payload=_tcp_with_options(bytes(4), bytes(20), 0x10)),
+        ipv6(nh=IPPROTO_FRAGMENT, payload=frag6(IPPROTO_TCP, more=True) + tcp(5, 6, bytes(8))),
+        ipv6(nh=IPPROTO_FRAGMENT, payload=frag6(IPPROTO_TCP) + tcp(5, 6, bytes(8))),
+        ipv6(nh=IPPROTO_TCP, payload=tcp(7, 8, bytes(12)), payload_length=0),
     ]
     return [(4, p) for p in v4] + [(6, p) for p in v6]
 
@@ -281,6 +300,14 @@ def assert_records_valid(out, batch: Batch):
             assert int(record["proto"]) in {number for number, _ in PORT_PROTOCOLS}
         else:
             assert int(record["src_port"]) == int(record["dst_port"]) == 0
+        tcp_fields = [int(record[f"tcp_{name}"])
+                      for name in ("seq", "ack", "payload", "win", "flags", "info")]
+        if CLASS_NAMES[pkt_class] != "ported" or int(record["proto"]) != IPPROTO_TCP:
+            assert tcp_fields == [0] * 6, "TCP fields on a record that is not ported TCP"
+        elif not tcp_fields[-1] & TCPI_HEADER:
+            assert tcp_fields[:5] == [0] * 5, "TCP fields without a whole TCP header"
+        if tcp_fields[-1] & TCPI_NEGATIVE_PAYLOAD:
+            assert tcp_fields[2] == 0
 
 
 def _tables():

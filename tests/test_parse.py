@@ -17,6 +17,10 @@ from pt_engine.records import (
     PROTO_INDEX,
     REASON_NAMES,
     RECORD_DTYPE,
+    TCPI_FRAGMENT,
+    TCPI_HEADER,
+    TCPI_IPV6,
+    TCPI_NEGATIVE_PAYLOAD,
 )
 from frames import (
     AF_INET,
@@ -957,3 +961,113 @@ def test_reduce_counts_wire_len_not_caplen(backend):
     backend.reduce_records(out, 0, 1, 1, counters, classes, touched, state)
     assert counters[_row(IPPROTO_UDP, 2)].tolist() == [1, 1442, 0, 0]
     assert classes[0].tolist() == [1, 1442]
+
+
+# --- TCP fields (docs/quality-rules.md section 1) ------------------------------
+
+def tcp_fields(record) -> dict:
+    return {name: int(record[f"tcp_{name}"])
+            for name in ("seq", "ack", "payload", "win", "flags", "info")}
+
+
+def tcp_options(sport=51000, dport=443, payload=b"", options=bytes(8), **kw):
+    """TCP with ``options`` (a multiple of 4 bytes) after the fixed header."""
+    fixed = bytearray(tcp(sport, dport, b"", **kw))
+    fixed[12] = (5 + len(options) // 4) << 4
+    return bytes(fixed) + options + payload
+
+
+NO_TCP = {"seq": 0, "ack": 0, "payload": 0, "win": 0, "flags": 0, "info": 0}
+
+
+def test_tcp_fields_of_an_ipv4_segment(backend):
+    frame = eth() + ipv4(*V4, IPPROTO_TCP, tcp(51000, 443, bytes(10), flags=0x18,
+                                                 seq=0xFEDCBA98, ack=123456789, window=4321))
+    assert tcp_fields(parse(backend, DLT_EN10MB, frame)) == {
+        "seq": 0xFEDCBA98, "ack": 123456789, "payload": 10, "win": 4321, "flags": 0x18,
+        "info": TCPI_HEADER}
+
+
+def test_tcp_payload_excludes_options_and_ethernet_padding(backend):
+    packet = ipv4(*V4, IPPROTO_TCP, tcp_options(payload=bytes(7), options=bytes(12)),
+                  options=bytes(4))
+    record = parse(backend, DLT_EN10MB, eth() + packet + bytes(9))
+    assert tcp_fields(record)["payload"] == 7
+
+
+def test_tcp_payload_of_a_snap_length_cut_frame_comes_from_the_ip_header(backend):
+    frame = eth() + ipv4(*V4, IPPROTO_TCP, tcp(1, 2, bytes(1000)))
+    record = parse(backend, DLT_EN10MB, frame, caplen=14 + 20 + 20 + 3)
+    assert tcp_fields(record)["payload"] == 1000
+    assert tcp_fields(record)["info"] == TCPI_HEADER
+
+
+@pytest.mark.parametrize("total_length", [0, 5000])
+def test_tcp_payload_falls_back_to_the_wire_length(backend, total_length):
+    """IPv4 total length 0 (TSO) or beyond the wire: wire length minus the IP offset."""
+    frame = eth() + ipv4(*V4, IPPROTO_TCP, tcp(1, 2, bytes(100)), total_length=total_length)
+    record = parse(backend, DLT_EN10MB, frame, caplen=60, orig_len=len(frame) + 40)
+    assert tcp_fields(record)["payload"] == 140
+
+
+def test_tcp_negative_payload_is_flagged(backend):
+    frame = ipv4(*V4, IPPROTO_TCP, tcp(1, 2, bytes(10)), total_length=30)
+    fields_ = tcp_fields(parse(backend, DLT_RAW, frame))
+    assert (fields_["payload"], fields_["info"]) == (0, TCPI_HEADER | TCPI_NEGATIVE_PAYLOAD)
+
+
+def test_tcp_fields_of_an_ipv6_segment_behind_extension_headers(backend):
+    frame = ipv6(*V6, IPPROTO_HOPOPTS, hbh(IPPROTO_DSTOPTS) + dstopts(IPPROTO_TCP, length=16)
+                 + tcp(443, 51000, bytes(33), flags=0x11, seq=7, ack=9, window=0))
+    assert tcp_fields(parse(backend, DLT_RAW, frame + bytes(4))) == {
+        "seq": 7, "ack": 9, "payload": 33, "win": 0, "flags": 0x11,
+        "info": TCPI_HEADER | TCPI_IPV6}
+
+
+def test_tcp_ipv6_payload_length_0_falls_back_to_the_wire_length(backend):
+    frame = ipv6(*V6, IPPROTO_TCP, tcp(1, 2, bytes(50)), payload_length=0)
+    assert tcp_fields(parse(backend, DLT_RAW, frame))["payload"] == 50
+
+
+def test_tcp_first_fragment_is_ported_but_marked(backend):
+    frame = eth() + ipv4(*V4, IPPROTO_TCP, tcp(1, 2, bytes(40)), mf=True)
+    record = check(backend, DLT_EN10MB, frame, "ported", "ok", proto=IPPROTO_TCP,
+                   ports=(1, 2), addrs=V4)
+    assert tcp_fields(record)["info"] == TCPI_HEADER | TCPI_FRAGMENT
+
+
+@pytest.mark.parametrize("more, info", [(True, TCPI_HEADER | TCPI_IPV6 | TCPI_FRAGMENT),
+                                        (False, TCPI_HEADER | TCPI_IPV6)])
+def test_tcp_ipv6_fragment_header_marks_only_with_more_fragments(backend, more, info):
+    """An atomic fragment (offset 0, M 0) is a whole segment."""
+    frame = ipv6(*V6, IPPROTO_FRAGMENT, frag6(IPPROTO_TCP, more=more) + tcp(1, 2, bytes(8)))
+    record = parse(backend, DLT_RAW, frame)
+    assert tcp_fields(record)["info"] == info
+    assert tcp_fields(record)["payload"] == 8
+
+
+@pytest.mark.parametrize("cut", [4, 19])
+def test_tcp_header_cut_leaves_the_fields_zero(backend, cut):
+    frame = ipv4(*V4, IPPROTO_TCP, tcp(1, 2, bytes(10), seq=5))
+    record = parse(backend, DLT_RAW, frame, caplen=20 + cut, orig_len=len(frame))
+    assert CLASS_NAMES[record["pkt_class"]] == "ported"
+    assert tcp_fields(record) == NO_TCP
+
+
+@pytest.mark.parametrize("offset_words", [0, 4])
+def test_tcp_data_offset_below_5_is_not_a_header(backend, offset_words):
+    segment = bytearray(tcp(1, 2, bytes(10), seq=5))
+    segment[12] = offset_words << 4
+    record = parse(backend, DLT_RAW, ipv4(*V4, IPPROTO_TCP, bytes(segment)))
+    assert tcp_fields(record) == NO_TCP
+
+
+def test_tcp_options_not_all_captured_is_not_a_header(backend):
+    frame = ipv6(*V6, IPPROTO_TCP, tcp_options(options=bytes(20), payload=bytes(5)))
+    record = parse(backend, DLT_RAW, frame, caplen=40 + 30, orig_len=len(frame))
+    assert tcp_fields(record) == {**NO_TCP, "info": TCPI_IPV6}
+
+
+@pytest.mark.parametrize("frame", [udp4(), ipv4(*V4, IPPROTO_SCTP, sctp(1, 2, bytes(20)))])
+def test_other_protocols_leave_the_tcp_fields_zero(backend, frame):
+    assert tcp_fields(parse(backend, DLT_RAW, frame)) == NO_TCP

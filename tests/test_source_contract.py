@@ -258,9 +258,9 @@ def test_live_failure_after_the_device_vanished():
 
 
 def test_stdin_reads_descriptor_0_by_default():
-    code = ("from pt_engine import sources\n"
+    code = ("from pt_engine import records, sources\n"
             "s = sources.open_source('stdin')\n"
-            "n, status = s.fill(bytearray(100000 * 56))\n"
+            "n, status = s.fill(bytearray(100000 * records.RECORD_SIZE))\n"
             "print(list(s.describe().items()), n, status == sources.FILL_EOF)\n"
             "s.close()\n")
     proc = subprocess.run([sys.executable, "-c", code], stdin=open(PCAP, "rb"),

@@ -1,12 +1,14 @@
 """The repository stands on its own: a fresh clone with nothing beside it passes.
 
 No test, document, benchmark or CI step may refer to a folder next to the
-clone; test data lives in tests/corpus and tests/data.
+clone; test data lives in tests/corpus, tests/quality-corpus and tests/data.
 """
 import json
 import re
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Built from parts so that this file does not itself mention the path it looks for.
@@ -33,13 +35,15 @@ def test_nothing_refers_outside_the_repository():
     assert offenders == [], f"these refer to a folder beside the clone: {offenders}"
 
 
-def test_corpus_is_complete():
-    corpus = ROOT / "tests" / "corpus"
+@pytest.mark.parametrize("folder, expected_suffix, at_least", [
+    ("corpus", ".expected.json", 60), ("quality-corpus", ".quality.json", 25)])
+def test_corpus_is_complete(folder, expected_suffix, at_least):
+    corpus = ROOT / "tests" / folder
     captures = [p for p in corpus.iterdir() if p.suffix in (".pcap", ".pcapng")]
-    assert len(captures) >= 60
+    assert len(captures) >= at_least
     readme = (corpus / "README.md").read_text()
     for capture in captures:
-        expected = json.loads((corpus / f"{capture.name}.expected.json").read_text())
+        expected = json.loads((corpus / f"{capture.name}{expected_suffix}").read_text())
         assert expected["file"] == capture.name
         assert f"`{capture.name}`" in readme, f"{capture.name} has no origin in the README"
 

@@ -64,13 +64,13 @@ LIVE = hasattr(socket, "AF_PACKET") and os.geteuid() == 0
 
 
 def _records(tmp_path) -> list[dict]:
-    """hello, window, summary, alert, resolved (both ops), snapshot; a live run's
+    """hello, window, summary (with tcp_quality), alert, resolved (both ops), snapshot; a live run's
     window sources; the events and a summary's outputs from the builders and a
     sink that fails."""
     out = []
     status, records, _ = read_stream(
         tmp_path, str(MANY), "--interval", "0.05", "--alert", "*:*:both:packets_per_s>200",
-        "--alert", "udp:53:in:packets_per_s<1:name=quiet")
+        "--alert", "udp:53:in:packets_per_s<1:name=quiet", "--analyser", "tcp_quality")
     assert status == 0
     out += records
     if LIVE:
@@ -78,7 +78,8 @@ def _records(tmp_path) -> list[dict]:
         sock, live = tmp_path / "s.sock", tmp_path / "live.msgpack"
         proc = subprocess.Popen([sys.executable, "-m", "pt_engine", "run", "-i", "lo",
                                  "--duration", "1.5", "--interval", "0.1", "-o",
-                                 f"unix:{sock}", "-o", str(live)], stderr=subprocess.PIPE)
+                                 f"unix:{sock}", "-o", str(live), "--analyser", "tcp_quality"],
+                                stderr=subprocess.PIPE)
         data = subscribe(sock, proc, after=0.5)
         assert proc.wait(60) == 0
         joined = stream.decode(bytes(data))

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 # name -> "module:class"; the per-port counters come first and always run.
 BUILTIN = {
     "ports": "pt_engine.analysers.ports:PortCounters",
+    # Pure Python for now: runs only when named (--analyser tcp_quality).
+    "tcp_quality": "pt_engine.analysers.tcp_quality:TcpQuality",
 }
 ALWAYS = ("ports",)
 # Keys of window and summary records that belong to the windowing itself.
