@@ -894,6 +894,8 @@ def main(args, run_args: list[str]) -> int:
         raise ConfigError("-b shows bits and -B bytes: give one of them")
     if args.expire is not None and args.expire < 0:
         raise ConfigError(f"--expire {args.expire}: give a number of windows, 0 or more")
+    if args.rows < 1:
+        raise ConfigError(f"--rows {args.rows}: give a number of rows, 1 or more")
     view = View(fold=not args.no_fold, names=not args.numeric, bits=args.bits)
     feed = EngineFeed(args.connect, run_args)
     try:

@@ -94,7 +94,9 @@ def test_plain_tables_with_numbers_bits_and_every_port(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [(["-b", "-B"], b"give one of them"),
-                                            (["--expire", "-1"], b"--expire -1: give")])
+                                            (["--expire", "-1"], b"--expire -1: give"),
+                                            (["--rows", "-3"], b"--rows -3: give"),
+                                            (["--rows", "0"], b"--rows 0: give")])
 def test_top_option_errors(flags, message):
     proc = subprocess.run([sys.executable, "-m", "pt_engine", "top", *flags, "--plain",
                            "--connect", "unix:/nonexistent"], capture_output=True, timeout=30)
