@@ -19,6 +19,7 @@ from .records import (
     N_PORTS,
     N_PROTOS,
     PROTO_INDEX,
+    PROTO_NAMES,
     REASON_NAMES,
     RECORD_DTYPE,
     SUPPORTED_LINKTYPES,
@@ -443,7 +444,7 @@ def reduce_records(records, start: int, stop: int, win_end_ns: int, counters, cl
 
 DELTA_HEADER_WORDS = 16
 # Row blocks in the order of their protocol names (dccp, sctp, tcp, udp, udplite).
-_NAME_RANK = np.argsort(np.argsort(np.array(["tcp", "udp", "sctp", "udplite", "dccp"])))
+_NAME_RANK = np.argsort(np.argsort(np.array(PROTO_NAMES)))
 
 
 def _window_start(ts: int, interval: int) -> int:
@@ -533,8 +534,7 @@ class PortWindows:
 def encode_port_rows(rows, values) -> bytes:
     """Twin of the native encoder: msgpack of the port rows (msgpack-python's bytes)."""
     import msgpack
-    names = ("tcp", "udp", "sctp", "udplite", "dccp")
-    return msgpack.packb([[names[int(r) >> 16], int(r) & 0xFFFF, *map(int, v)]
+    return msgpack.packb([[PROTO_NAMES[int(r) >> 16], int(r) & 0xFFFF, *map(int, v)]
                           for r, v in zip(rows, values)], use_bin_type=True)
 
 

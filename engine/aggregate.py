@@ -108,6 +108,7 @@ class Aggregator:
                  emit: Callable[[dict], None], live: bool = False):
         self.interval_ns = interval_ns
         self.analysers = analysers
+        self._by_name = {a.name: a for a in analysers}
         self.emit = emit
         self.live = live
         self.feeds: list[CaptureFeed] = []
@@ -197,7 +198,7 @@ class Aggregator:
         """Merge and emit one window (if it holds packets, or always when live);
         the analysers fold it into their totals."""
         window = self.open.pop(start, None) or _Open(self._end(start))
-        by_name = {a.name: a for a in self.analysers}
+        by_name = self._by_name
         ports = by_name.get("ports")
         for feed, delta in window.parts:
             if ports is not None:

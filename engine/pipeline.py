@@ -204,8 +204,9 @@ def _live_capture_main(spec: LiveSpec, counting: CountingSpec, conn, credits: No
     # A packet can wait in a kernel block up to the read timeout before we see it.
     grace_ns = 2 * source.timeout_ms * 1_000_000
     last_flush = time.monotonic()
+    status = None
     try:
-        while not stopping:
+        while not stopping and status != FILL_ERROR:
             started_ns = time.time_ns()
             n, status = source.fill(buf, 0, FLUSH_MS)
             for delta in windows.feed(buf, n):
@@ -217,18 +218,15 @@ def _live_capture_main(spec: LiveSpec, counting: CountingSpec, conn, credits: No
                     producer.delta(delta, windows.frontier_ns)
                 producer.progress(windows.frontier_ns, source.stats())
                 last_flush = now
-            if status == FILL_ERROR:
-                last = windows.finish()
-                if last is not None:
-                    producer.delta(last, None)
-                err = source.failure()
-                producer.finish(Done("error", source.stats().__dict__, type(err).__name__,
-                                     str(err)))
-                return
         last = windows.finish()
         if last is not None:
             producer.delta(last, None)
-        producer.finish(Done("interrupted", source.stats().__dict__))
+        stats = source.stats().__dict__
+        if status == FILL_ERROR:
+            err = source.failure()
+            producer.finish(Done("error", stats, type(err).__name__, str(err)))
+        else:
+            producer.finish(Done("interrupted", stats))
     finally:
         source.close()
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import msgpack
 
 from . import __version__
+from .records import PROTO_NAMES    # by counter-row block
 
 FORMAT_NAME = "pt-engine-stream"
 FORMAT_VERSION = 1
@@ -58,7 +59,6 @@ def row_key(row: list) -> tuple[str, int]:
     return row[COL.proto], row[COL.port]
 
 
-_PROTO_NAMES = ("tcp", "udp", "sctp", "udplite", "dccp")    # by counter-row block
 
 
 class PortRows(Sequence):
@@ -81,7 +81,7 @@ class PortRows(Sequence):
         """The rows as lists (built once)."""
         if self._list is None:
             rows = self.rows.tolist()
-            names = [_PROTO_NAMES[r >> 16] for r in rows]
+            names = [PROTO_NAMES[r >> 16] for r in rows]
             ports = [r & 0xFFFF for r in rows]
             self._list = list(map(list, zip(names, ports, *self.values.T.tolist())))
         return self._list
