@@ -95,41 +95,52 @@ for c in socks:
 '''
 
 
-def quality_run(bed: LinkBed, *engine_args: str, conns: int = 1, seconds: float = 4.0,
-                chunk: int = 8 * 1448, pause: float = 0.01) -> tuple[dict, dict]:
-    """The transfer across the bed, captured on the client's veth: (the
-    summary's tcp_quality rows by (port, side), the emulator's counters)."""
+def capture(bed: LinkBed, engines: list[tuple[str, ...]], conns: int = 1,
+            seconds: float = 4.0, chunk: int = 8 * 1448, pause: float = 0.01) -> list[dict]:
+    """The transfer across the bed, captured on the client's veth by one
+    `pt-engine run` per entry of `engines` (its extra arguments), all at
+    once: their summaries."""
     server = bed.exec(bed.server_ns, [sys.executable, "-c", SERVER, str(PORT)],
                       stdout=subprocess.PIPE, text=True)
+    procs = []
     try:
         assert server.stdout.readline().strip() == "listening"
-        engine = subprocess.Popen(
-            [sys.executable, "-m", "pt_engine", "run", "-i",
-             f"{bed.client_ns}/{bed.client_if}", "--format", "json", "--interval", "1",
-             "--analyser", "tcp_quality", *engine_args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        line = b""
-        while b"capturing on" not in line:
-            line = engine.stderr.readline()
-            assert line, engine.stderr.read().decode()
+        for args in engines:
+            engine = subprocess.Popen(
+                [sys.executable, "-m", "pt_engine", "run", "-i",
+                 f"{bed.client_ns}/{bed.client_if}", "--format", "json", "--interval", "1",
+                 "--analyser", "tcp_quality", *args],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            procs.append(engine)
+            line = b""
+            while b"capturing on" not in line:
+                line = engine.stderr.readline()
+                assert line, engine.stderr.read().decode()
         time.sleep(0.5)
         subprocess.run(["ip", "netns", "exec", bed.client_ns, sys.executable, "-c", CLIENT,
                         bed.server_addr, str(PORT), str(conns), str(seconds), str(chunk),
                         str(pause)], check=True, timeout=seconds + 60)
         time.sleep(0.5)
-        engine.send_signal(2)
-        out, err = engine.communicate(timeout=60)
-        assert engine.returncode == 0, err.decode()
+        summaries = []
+        for engine in procs:
+            engine.send_signal(2)
+            out, err = engine.communicate(timeout=60)
+            assert engine.returncode == 0, err.decode()
+            summary = stream.decode(out, "json")[-1]
+            assert summary["type"] == "summary"
+            assert sum(s["dropped"] for s in summary["sources"]) == 0, summary
+            summaries.append(summary)
+        return summaries
     finally:
-        server.kill()
-        server.wait()
-    records = stream.decode(out, "json")
-    summary = records[-1]
-    assert summary["type"] == "summary"
-    dropped = sum(s.get("dropped", 0) for s in summary["sources"])
-    assert dropped == 0, summary
-    rows = {(r[1], r[2]): r for r in summary["tcp_quality"]["rows"]}
-    return rows, bed.stats()
+        for p in (server, *procs):
+            p.kill()
+            p.wait()
+
+
+def quality_run(bed: LinkBed, *engine_args: str, **transfer) -> tuple[dict, dict]:
+    """(the summary's tcp_quality rows by (port, side), the emulator's counters)."""
+    summary, = capture(bed, [engine_args], **transfer)
+    return {(r[1], r[2]): r for r in summary["tcp_quality"]["rows"]}, bed.stats()
 
 
 def column(row: list, name: str):
@@ -181,3 +192,19 @@ def test_jitter_of_the_link_shows_in_the_clients_data(bed):
     assert column(row, "jitter_pairs") > 50
     mean_jitter_ms = column(row, "jitter_sum_ns") / column(row, "jitter_pairs") / 1e6
     assert mean_jitter_ms > 0.5, mean_jitter_ms
+
+
+@pytest.mark.parametrize("bed", [dict(delay_ms=5, jitter_ms=2, loss=0.01, seed=5)],
+                         indirect=True)
+def test_two_workers_give_the_figures_of_one(bed):
+    """Two engines capture the same frames at once (the kernel stamps each frame
+    once, so both see the same times): one capture process, and two that the
+    fanout's symmetric hash splits the connections between."""
+    one, two = capture(bed, [("--workers", "1"), ("--workers", "2")], conns=12, seconds=3,
+                       chunk=4 * 1448)
+    assert len(two["sources"]) == 2 and all(s["received"] for s in two["sources"])
+    assert one["tcp_quality"]["state"]["connections"] == 12
+    assert one["tcp_quality"] == two["tcp_quality"]
+    assert one["ports"] == two["ports"]
+    retrans = sum(column(r, "retrans_segments") for r in one["tcp_quality"]["rows"])
+    assert retrans > 0          # the figures compared are not only the easy ones
