@@ -5,7 +5,13 @@ returns ``alert`` and ``resolved`` records to write after them
 (docs/stream-format.md). It reads only the stream: the ``hello`` for the
 window length, and the port rows of each ``window``.
 
-A rate is a window's count divided by the window length. Scope ``port`` keeps
+A rate is a window's count divided by the window length. A TCP quality
+figure (``rtt_p95_ms``, ``retrans_ratio``, ...: pt_engine.analysers.tcp_quality
+METRICS) is computed from the window's ``tcp_quality`` rows, merged exactly
+over the directions (``both``) and ports (scope ``sum``) the rule names; a
+window in which a figure has nothing to be computed from (no RTT sample, no
+data segment) counts as zero for it, as a window without traffic does for a
+rate. Scope ``port`` keeps
 one state per matching (proto, port) row, scope ``sum`` one for the sum over
 the matching rows. A state fires when its rate is over the limit for
 ``for_windows`` windows in a row and resolves when it stays under
@@ -30,6 +36,7 @@ import threading
 from dataclasses import dataclass
 
 from . import stream
+from .analysers import tcp_quality as _quality
 from .config import AlertRule, si
 from .log import log
 from .observers import Observer
@@ -42,7 +49,10 @@ _COLUMNS = {("packets_per_s", "in"): COL.of("in_packets"),
             ("bytes_per_s", "out"): COL.of("out_bytes"),
             ("packets_per_s", "both"): COL.of("in_packets", "out_packets"),
             ("bytes_per_s", "both"): COL.of("in_bytes", "out_bytes")}
-_UNITS = {"bytes_per_s": "bytes/s", "packets_per_s": "packets/s"}
+_UNITS = {"bytes_per_s": "bytes/s", "packets_per_s": "packets/s", "rtt_p50_ms": "ms",
+          "rtt_p95_ms": "ms", "rtt_avg_ms": "ms", "jitter_ms": "ms", "retrans_ratio": "",
+          "gap_ratio": ""}
+_SIDES = {"in": ("in",), "out": ("out",), "both": ("in", "out")}
 
 
 @dataclass
@@ -99,7 +109,8 @@ class Alerts(Observer):
             for i in range(len(self.rules)):
                 out += self._quiet(i, self._next_ns, quiet)
         for i, rule in enumerate(self.rules):
-            out += self._window(rule, self._states[i], self._rates(i, record["ports"]), start)
+            values = self._figures(i, record) if rule.quality else self._rates(i, record["ports"])
+            out += self._window(rule, self._states[i], values, start)
         self._next_ns = start + self.interval_ns
         for alert in out:
             self._report(alert)
@@ -125,6 +136,19 @@ class Alerts(Observer):
         if rule.scope == "sum":
             counts = {(rule.proto, rule.ports): sum(counts.values())}
         return {key: n * 1_000_000_000 / self.interval_ns for key, n in counts.items()}
+
+    def _figures(self, i: int, record: dict) -> dict[tuple, float]:
+        """key -> the quality figure of rule i (as _rates), from the window's
+        tcp_quality rows."""
+        rule, (lo, hi) = self.rules[i], self._ranges[i]
+        sides = _SIDES[rule.direction]
+        parts: dict[tuple, list] = {}
+        for row in record.get("tcp_quality", {}).get("rows", ()):
+            if lo <= row[1] <= hi and row[2] in sides:
+                key = (rule.proto, rule.ports) if rule.scope == "sum" else ("tcp", row[1])
+                parts.setdefault(key, []).append(_quality.row_values(row))
+        return {key: _quality.metric(_quality.merged(v), rule.metric) or 0.0
+                for key, v in parts.items()}
 
     def _window(self, rule: AlertRule, states: dict, rates: dict, start: int) -> list[dict]:
         out = []
@@ -205,7 +229,7 @@ class Alerts(Observer):
                 rate, rule.limit, start, start + self.interval_ns)
 
     def _report(self, alert: dict) -> None:
-        unit = _UNITS[alert["metric"]]
+        unit = _UNITS[alert["metric"]] or alert["metric"]
         where = f"{alert['proto']}/{alert['port']} {alert['direction']}"
         when = _utc(alert["window_start_ns"])
         below = alert["op"] == "<"

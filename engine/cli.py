@@ -32,7 +32,7 @@ _DESCRIPTIONS = {
             "A top-like live table: one row per port, protocol and direction, with rates, "
             "totals and owning processes. Standalone it runs its own capture (same options "
             "as run); with --connect it reads a running engine. Keys: q quit, h/? help, "
-            "j/k/arrows/PgUp/PgDn/Home/End move, s/r/t/p sort, f protocol, / port, c clear, "
+            "j/k/arrows/PgUp/PgDn/Home/End move, s/r/t/p/l/x sort, f protocol, / port, c clear, "
             "e fold ephemeral ports, n names, b bits, space pause."),
     "record": ("record the stream into a rotated msgpack file",
                "Write the stream into FILE (msgpack; appended to if it exists; rotated by "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy
 
+from .analysers import tcp_quality as _quality
 from .errors import ConfigError
 from .records import PROTO_NAMES
 
@@ -223,7 +224,10 @@ def _alert_hooks(value) -> int:
 
 ALERT_PROTOS = (*PROTO_NAMES, "*")
 DIRECTIONS = ("in", "out", "both")
-METRICS = ("bytes_per_s", "packets_per_s")
+RATE_METRICS = ("bytes_per_s", "packets_per_s")
+# TCP quality figures over a window's tcp_quality rows (docs/quality-rules.md).
+QUALITY_METRICS = tuple(_quality.METRICS)
+METRICS = RATE_METRICS + QUALITY_METRICS
 SCOPES = ("port", "sum")
 ALERT_SYNTAX = ("PROTO:PORTS:DIRECTION:METRIC>LIMIT (or <LIMIT)"
                 "[:for=N][:clear=R][:scope=port|sum][:name=NAME]")
@@ -246,10 +250,12 @@ class AlertRule:
 
     `ports` is ``*``, a port (``443``) or a range (``8000-8100``); `proto` a
     protocol name or ``*``; `direction` in, out or both (their sum); `metric`
-    bytes_per_s or packets_per_s. Scope ``port`` checks each matching
-    (proto, port) row on its own, ``sum`` the sum over all of them. The rule
-    fires when the rate is over `limit` for `for_windows` windows in a row, and
-    resolves when it stays under ``limit * clear_ratio`` as many windows.
+    bytes_per_s or packets_per_s, or a TCP quality figure (QUALITY_METRICS:
+    TCP only, ``>`` only, over the window's merged quality rows). Scope
+    ``port`` checks each matching (proto, port) row on its own, ``sum`` the
+    sum over all of them. The rule fires when the rate is over `limit` for
+    `for_windows` windows in a row, and resolves when it stays under
+    ``limit * clear_ratio`` as many windows.
     """
 
     name: str
@@ -262,6 +268,11 @@ class AlertRule:
     clear_ratio: float = 0.8
     scope: str = "port"
     op: str = ">"             # "<": alert when the rate falls below the limit
+
+    @property
+    def quality(self) -> bool:
+        """A rule on a TCP quality figure rather than a rate."""
+        return self.metric in QUALITY_METRICS
 
     @property
     def below(self) -> bool:
@@ -359,6 +370,8 @@ def _rule(checked: dict) -> AlertRule:
     name = values.pop("name", None)
     rule = AlertRule(name="", **values)
     lo, hi = rule.port_range
+    if rule.quality and (rule.proto not in ("tcp", "*") or rule.below):
+        raise _Bad(f"{rule.metric} is a TCP figure: give proto tcp (or *) and a '>' limit")
     if rule.below and rule.scope == "port" and (rule.proto == "*" or hi - lo >= MAX_BELOW_PORTS):
         raise _Bad(f"a '<' rule watches each port it names, also one without traffic: give "
                    f"a protocol and at most {MAX_BELOW_PORTS} ports, or scope=sum")

@@ -202,6 +202,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("bytes", ("-B", "--bytes"), "rates in bytes per second (B/s, kB/s, MB/s, GB/s; "
         "decimal: 1 kB = 1000 bytes), the default", ("top",), switch=True, default=False,
         toml=False),
+    Opt("sort", ("--sort",), "the order of the rows: rate, total, port, rtt (TCP RTT "
+        "p95, highest first) or retrans (retransmitted %% of data segments); keys change "
+        "it on a terminal (default %(default)s)", ("top",), default="rate",
+        choices=("rate", "total", "port", "rtt", "retrans"), toml=False),
     Opt("expire", ("--expire",), "a row without traffic for N windows leaves the table "
         "(default: a minute's worth of windows; 0 keeps every row)", ("top",),
         metavar="N", arg_type=whole_number, toml=False),

@@ -19,10 +19,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .analysers import tcp_quality as quality
 from .errors import ConfigError, EngineError
 from .stream import COL
 
-SORTS = ("rate", "total", "port")
+SORTS = ("rate", "total", "port", "rtt", "retrans")
+# The TCP quality columns sum the rows of this many windows, the last one included.
+QUALITY_WINDOWS = 10
 PROTOS = (None, "tcp", "udp", "sctp", "udplite", "dccp")
 # Every key of the terminal face: (keys, what they do) for the help screen, and
 # the short words of the legend line, most useful first (the line keeps the
@@ -33,8 +36,9 @@ KEYS = (
     ("j k  Down Up", "move the selection one row"),
     ("PgDn PgUp", "move it a page"),
     ("Home End", "to the first / last row"),
-    ("s", "cycle the sort: rate, total, port"),
+    ("s", "cycle the sort: rate, total, port, rtt, retrans"),
     ("r t p", "sort by rate / total / port"),
+    ("l x", "sort by RTT p95 / retransmitted % of data segments"),
     ("f", "cycle a protocol filter"),
     ("/", "show one port (a number or a service name)"),
     ("c", "clear the filters"),
@@ -44,7 +48,7 @@ KEYS = (
     ("space", "pause the display (counting goes on)"),
 )
 LEGEND = ("q quit", "h help", "j/k move", "s sort", "f proto", "/ port", "e fold",
-          "space pause", "n names", "b bits")
+          "space pause", "n names", "b bits", "l rtt", "x retrans")
 # The port of a folded row: after every real port when sorted by port.
 EPHEMERAL = 65536
 EPHEMERAL_DEFAULT = (32768, 60999)     # Linux's default ip_local_port_range
@@ -66,6 +70,11 @@ class Row:
     alert: bool = False
     seen_ns: int | None = None  # for expiry: window_ns, or the first window after a snapshot
     ports: int = 1            # ports folded into this row (the ephemeral row: several)
+    quality: list | None = None  # TCP quality values of the last QUALITY_WINDOWS windows
+
+    def figure(self, name: str) -> float | None:
+        """A TCP quality figure (analysers.tcp_quality METRICS), None without one."""
+        return quality.metric(self.quality, name)
 
     @property
     def key(self) -> tuple:
@@ -149,6 +158,9 @@ class TopModel:
     expire: int | None = None
     ephemeral: tuple[int, int] = field(default_factory=ephemeral_range)
     kept: frozenset = frozenset()                   # ports never folded (--ports)
+    # (proto, port, direction) -> [(window start, quality values)], the recent ones
+    recent_quality: dict = field(default_factory=dict)
+    has_quality: bool = False                       # the stream carries tcp_quality
 
     @property
     def interval_ns(self) -> int:
@@ -212,6 +224,7 @@ class TopModel:
                 row.total_packets += packets
                 row.window_ns = record["start_ns"]
         self.window_ns = record["start_ns"]
+        self._quality(record)
         self._expire(record["start_ns"])
         self.window_totals = record["totals"]
         self.window_classes = record["classes"]
@@ -224,6 +237,26 @@ class TopModel:
                                                        record["totals"]["bytes"])}
         self.drops = sum(s.get("dropped", 0) + s.get("if_dropped", 0)
                          + s.get("transport_dropped", 0) for s in record.get("sources", []))
+
+    def _quality(self, record: dict) -> None:
+        """Keep each row's quality values of the last QUALITY_WINDOWS windows and
+        merge them into Row.quality."""
+        start, recent = record["start_ns"], self.recent_quality
+        if "tcp_quality" in record:
+            self.has_quality = True
+            for qrow in record["tcp_quality"]["rows"]:
+                key = ("tcp", qrow[1], qrow[2])
+                recent.setdefault(key, []).append((start, quality.row_values(qrow)))
+        oldest = start - (QUALITY_WINDOWS - 1) * self.interval_ns
+        for key in list(recent):
+            kept = [(t, v) for t, v in recent[key] if t >= oldest]
+            row = self.rows.get(key)
+            if row is not None:
+                row.quality = quality.merged([v for _, v in kept])
+            if kept:
+                recent[key] = kept
+            else:
+                del recent[key]
 
     def _expire(self, start_ns: int) -> None:
         """Drop the rows idle for expire_windows windows up to the one at start_ns
@@ -240,6 +273,7 @@ class TopModel:
                 gone.append(key)
         for key in gone:
             del self.rows[key]
+            self.recent_quality.pop(key, None)
 
     def _alerted(self, row: Row) -> bool:
         return (row.proto, row.port, row.direction) in self.alerts or \
@@ -262,6 +296,10 @@ class TopModel:
             rows.sort(key=lambda r: (-r.bytes_per_s, -r.total_bytes, r.proto, r.port))
         elif sort == "total":
             rows.sort(key=lambda r: (-r.total_bytes, r.proto, r.port, r.direction))
+        elif sort in ("rtt", "retrans"):
+            name = "rtt_p95_ms" if sort == "rtt" else "retrans_ratio"
+            rows.sort(key=lambda r: (r.figure(name) is None, -(r.figure(name) or 0),
+                                     -r.bytes_per_s, r.proto, r.port, r.direction))
         else:
             rows.sort(key=lambda r: (r.port, r.proto, r.direction))
         return rows
@@ -283,6 +321,8 @@ class TopModel:
             f.window_ns = max(f.window_ns, r.window_ns)
             f.alert = f.alert or r.alert
             f.ports += 1
+            if r.quality is not None:
+                f.quality = quality.merged([v for v in (f.quality, r.quality) if v])
         return out + list(folds.values())
 
 
@@ -437,6 +477,46 @@ def fmt_time(ns: int | None) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ns / 1e9))
 
 
+def _short(x: float) -> str:
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
+
+
+def fmt_rtt_range(bounds: tuple[int, float] | None) -> str:
+    """A histogram bucket [lo, hi) ns as '33-66ms', '64-128us', '<1us', '>1074s';
+    '-' for none."""
+    if bounds is None:
+        return "-"
+    lo, hi = bounds
+    if lo == 0:
+        return "<1us"
+    if hi == float("inf"):
+        return f">{lo / 1e9:.0f}s"
+    scale, unit = (1e3, "us") if hi <= 1e6 else (1e6, "ms") if hi <= 1e9 else (1e9, "s")
+    return f"{_short(lo / scale)}-{_short(hi / scale)}{unit}"
+
+
+def fmt_ms(ms: float | None) -> str:
+    """Milliseconds: '0.42ms', '3.1ms', '250ms'; '-' for none."""
+    if ms is None:
+        return "-"
+    return f"{ms:.2f}ms" if ms < 1 else f"{_short(ms)}ms"
+
+
+def quality_cells(row: Row) -> dict:
+    """The TCP quality columns of a row: p50 and p95 as their histogram buckets,
+    mean jitter, retransmitted % of data segments, gaps; '-' where the row has
+    no figure (no TCP quality rows, no sample, no data segment)."""
+    values = row.quality
+    hist = values[quality.N_COUNTERS:] if values else None
+    retrans = row.figure("retrans_ratio")
+    return {"rtt50": fmt_rtt_range(hist and quality.percentile_range(hist, 0.5)),
+            "rtt95": fmt_rtt_range(hist and quality.percentile_range(hist, 0.95)),
+            "jitter": fmt_ms(row.figure("jitter_ms")),
+            "retr": "-" if retrans is None else f"{retrans * 100:.1f}",
+            "gaps": "-" if values is None or not values[quality.DATA_SEGMENTS]
+            else str(values[quality.GAPS])}
+
+
 @functools.lru_cache(maxsize=None)
 def service_name(proto: str, port: int) -> str | None:
     """The name /etc/services gives `port` for tcp or udp (other protocols have
@@ -474,16 +554,22 @@ def parse_port(text: str) -> int | None:
 _TABLE = (("port", "PORT", 16, False), ("proto", "PROTO", 7, False),
             ("dir", "DIR", 3, False), ("rate", "RATE", 10, True), ("pkts", "PKT/S", 8, True),
             ("total", "TOTAL", 9, True), ("window", "WINDOW", 8, True))
+# With TCP quality in the stream (the last QUALITY_WINDOWS windows).
+_QUALITY = (("rtt50", "RTT P50", 9, True), ("rtt95", "RTT P95", 9, True),
+            ("jitter", "JITTER", 7, True), ("retr", "RETR%", 5, True),
+            ("gaps", "GAPS", 5, True))
 OWNER_MIN = 8          # narrower than this, the owner column goes first
 PORT_MIN = 9           # 'ephemeral'; longer service names are cut
-_DROP = ("window", "pkts", "total")     # then these go, in this order
+# then these go, in this order
+_DROP = ("window", "pkts", "gaps", "jitter", "rtt50", "retr", "rtt95", "total")
 
 
-def columns(width: int | None) -> list[tuple[str, str, int, bool]]:
+def columns(width: int | None, with_quality: bool = False) -> list[tuple[str, str, int, bool]]:
     """The columns that fit in `width` characters (None: all, OWNER unbounded, as
     width 0). Narrower than the full table, OWNER goes first, then PORT shrinks,
-    then WINDOW, PKT/S and TOTAL go."""
-    cols = list(_TABLE)
+    then WINDOW and PKT/S go, then the quality columns (`with_quality`) but
+    RTT P95 and RETR%, then those, then TOTAL."""
+    cols = list(_TABLE) + (list(_QUALITY) if with_quality else [])
     if width is None:
         return cols + [("owner", "OWNER", 0, False)]
 
@@ -523,10 +609,13 @@ def row_line(row: Row, cols, owners: Owners | None, names: bool = True,
         owner = f"{row.ports} ports"
     elif owners is not None and any(c[0] == "owner" for c in cols):
         owner = owners.get(row.proto, row.port)
-    return _join({"port": port_text(row, names), "proto": row.proto, "dir": row.direction,
-                  "rate": fmt_rate(row.bytes_per_s, bits), "pkts": f"{row.packets_per_s:.1f}",
-                  "total": fmt_bytes(row.total_bytes), "window": fmt_time(row.window_ns),
-                  "owner": owner}, cols)
+    cells = {"port": port_text(row, names), "proto": row.proto, "dir": row.direction,
+             "rate": fmt_rate(row.bytes_per_s, bits), "pkts": f"{row.packets_per_s:.1f}",
+             "total": fmt_bytes(row.total_bytes), "window": fmt_time(row.window_ns),
+             "owner": owner}
+    if any(c[0] == "rtt95" for c in cols):
+        cells.update(quality_cells(row))
+    return _join(cells, cols)
 
 
 def fit(parts, width: int | None) -> str:
@@ -551,6 +640,7 @@ def help_lines() -> list[str]:
             + [f"  {keys:<{wide}}  {what}" for keys, what in KEYS]
             + ["", "Rates are decimal: 1 kB = 1000 bytes (-b: bits, 1 kb = 1000 bits).",
                "Rows idle for --expire windows leave the table.",
+               f"RTT, JITTER, RETR%, GAPS: TCP, last {QUALITY_WINDOWS} windows; - where none.",
                "", "Press any key to return to the table."])
 
 
@@ -582,7 +672,7 @@ def table_lines(model: TopModel, rows: list[Row], owners: Owners | None,
                 width: int | None = None, names: bool = True, bits: bool = False) -> list[str]:
     """The plain face's table: header, per-NIC lines, column titles, rows (an alert
     row ends with ALERT)."""
-    cols = columns(width)
+    cols = columns(width, model.has_quality)
     lines = header_lines(model, nics, len(rows), state, width, bits) + [heading(cols)]
     for row in rows[:limit]:
         lines.append(row_line(row, cols, owners, names, bits) + ("  ALERT" if row.alert else ""))
@@ -730,8 +820,8 @@ def handle_key(view: View, key: int) -> str | None:
         view.help = True
     elif ch == "s":
         view.sort = SORTS[(SORTS.index(view.sort) + 1) % len(SORTS)]
-    elif ch in "rtp":
-        view.sort = {"r": "rate", "t": "total", "p": "port"}[ch]
+    elif ch in "rtplx":
+        view.sort = {"r": "rate", "t": "total", "p": "port", "l": "rtt", "x": "retrans"}[ch]
     elif ch == "f":
         view.proto = PROTOS[(PROTOS.index(view.proto) + 1) % len(PROTOS)]
     elif ch == "c":
@@ -760,7 +850,7 @@ def screen_lines(model: TopModel, view: View, owners: Owners | None,
     rows = model.visible(view.sort, view.proto, view.port, view.fold)
     head = [(text, "title") for text in header_lines(model, nics, len(rows),
                                                      view.state(ended), usable, view.bits)]
-    cols = columns(usable)
+    cols = columns(usable, model.has_quality)
     head.append((heading(cols), "heading"))
     foot = ([(note[:usable], "note")] if note else []) + [(legend(usable), "legend")]
     foot = foot[-height:] if height > 0 else []
@@ -787,7 +877,7 @@ def run_plain(feed: EngineFeed, rows: int, out=None, view: View | None = None,
         if record is None:
             return
         if model.feed(record) and record["type"] == "window":
-            shown = model.visible("rate", None, None, view.fold)
+            shown = model.visible(view.sort, None, None, view.fold)
             shown = [r for r in shown if r.bytes_per_s] or shown
             lines = table_lines(model, shown, owners, nics.rates(_interfaces(model)),
                                 limit=rows, names=view.names, bits=view.bits)
@@ -896,7 +986,8 @@ def main(args, run_args: list[str]) -> int:
         raise ConfigError(f"--expire {args.expire}: give a number of windows, 0 or more")
     if args.rows < 1:
         raise ConfigError(f"--rows {args.rows}: give a number of rows, 1 or more")
-    view = View(fold=not args.no_fold, names=not args.numeric, bits=args.bits)
+    view = View(sort=args.sort, fold=not args.no_fold, names=not args.numeric,
+                bits=args.bits)
     feed = EngineFeed(args.connect, run_args)
     try:
         if sys.stdout.isatty() and not args.plain:

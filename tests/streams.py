@@ -50,3 +50,18 @@ def subscribe(sock: Path, proc, after: float = 0.0) -> bytes:
         data.extend(chunk)
     client.close()
     return bytes(data)
+
+
+def quality_row(port: int, side: str, samples: int = 0, rtt_ns: int = 0, data: int = 0,
+                retrans: int = 0, gaps: int = 0, jitter_pairs: int = 0,
+                jitter_ns: int = 0) -> list:
+    """A tcp_quality stream row (docs/quality-rules.md section 8) with `samples`
+    RTT samples of rtt_ns each, `data` data segments of 100 bytes, `retrans` and
+    `gaps` of them retransmitted and after a gap, `jitter_pairs` of jitter_ns."""
+    hist = [0] * 32
+    if samples:
+        hist[min(31, (rtt_ns // 1000).bit_length())] = samples
+    counters = [samples, samples * rtt_ns, rtt_ns if samples else 0, rtt_ns if samples else 0,
+                jitter_ns * jitter_pairs, jitter_pairs, data, data * 100, retrans,
+                retrans * 100, 0, gaps, gaps * 100, 0]
+    return ["tcp", port, side, *counters, hist]

@@ -18,7 +18,7 @@ from pt_engine import stream
 from pt_engine.alerts import Alerts, Hooks
 from pt_engine.config import parse_alert
 from frames import eth, ipv4, pcap_file, udp
-from streams import read_stream, run_cli
+from streams import quality_row as qrow, read_stream, run_cli
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S        # a multiple of every interval used here
@@ -391,3 +391,88 @@ def test_below_with_too_many_ports_is_refused(rule):
     proc = run_cli("read", "x.pcap", "--alert", rule, env={"PT_ENGINE_CONFIG": "/dev/null"})
     assert proc.returncode == 2
     assert b"at most 1024 ports, or scope=sum" in proc.stderr
+
+
+# --- TCP quality figures ------------------------------------------------------------------
+
+def quality_window(w: int, *qrows) -> dict:
+    record = window(w)
+    record["tcp_quality"] = {"rows": [list(r) for r in qrows]}
+    return record
+
+
+def values(alerts: Alerts, *records) -> list[tuple]:
+    return [(r["type"], window_of(r["window_start_ns"]), r["port"], round(r["value"], 6))
+            for record in records for r in alerts.observe(record)]
+
+
+def test_rtt_p95_fires_after_the_hold_and_resolves_under_the_clear_level():
+    alerts = Alerts([parse_alert("tcp:443:in:rtt_p95_ms>200:for=2")])
+    slow = qrow(443, "in", samples=20, rtt_ns=300_000_000, data=20)      # bucket 262-524 ms
+    fast = qrow(443, "in", samples=20, rtt_ns=40_000_000, data=20)
+    # p95 of 20 samples in [262.144, 524.288) ms: rank 19 of 20, linear within the bucket
+    # (as Prometheus' histogram_quantile); 40 ms lies in [32.768, 65.536)
+    p95 = 262.144 + (524.288 - 262.144) * 19 / 20
+    assert values(alerts, hello(), quality_window(0, slow), quality_window(1, slow),
+                  quality_window(2, fast), quality_window(3, fast)) == [
+        ("alert", 1, 443, round(p95, 6)),
+        ("resolved", 3, 443, round(32.768 + (65.536 - 32.768) * 19 / 20, 6))]
+
+
+def test_quality_rules_merge_directions_and_ports_exactly():
+    both = Alerts([parse_alert("tcp:443:both:retrans_ratio>0.1")])
+    rows = (qrow(443, "in", data=10, retrans=1), qrow(443, "out", data=10, retrans=2))
+    assert values(both, hello(), quality_window(0, *rows)) == [("alert", 0, 443, 0.15)]
+    per_side = Alerts([parse_alert("tcp:443:in:retrans_ratio>0.1")])
+    assert values(per_side, hello(), quality_window(0, *rows)) == []
+    summed = Alerts([parse_alert("tcp:8000-8001:in:rtt_avg_ms>10:scope=sum")])
+    rows = (qrow(8000, "in", samples=1, rtt_ns=4_000_000), qrow(8001, "in", samples=3,
+                                                                 rtt_ns=20_000_000),
+            qrow(8002, "in", samples=9, rtt_ns=90_000_000))          # not in the range
+    assert values(summed, hello(), quality_window(0, *rows)) == [("alert", 0, "8000-8001", 16.0)]
+
+
+def test_jitter_and_gap_ratio():
+    alerts = Alerts([parse_alert("tcp:*:in:jitter_ms>5:name=j"),
+                     parse_alert("tcp:*:in:gap_ratio>0.01:name=g")])
+    rows = (qrow(22, "in", jitter_pairs=4, jitter_ns=6_000_000, data=100, gaps=1),
+            qrow(25, "in", jitter_pairs=4, jitter_ns=1_000_000, data=100, gaps=2))
+    out = [(r["rule"], r["port"], round(r["value"], 6))
+           for r in (alerts.observe(hello()) + alerts.observe(quality_window(0, *rows)))]
+    assert out == [("j", 22, 6.0), ("g", 25, 0.02)]
+
+
+def test_a_window_without_figures_counts_as_zero():
+    """No RTT sample (the port only sent data), no tcp_quality row, or a window
+    without tcp_quality: the figure is zero, under any '>' limit."""
+    alerts = Alerts([parse_alert("tcp:443:in:rtt_avg_ms>10:for=1:clear=0.5")])
+    slow = qrow(443, "in", samples=1, rtt_ns=50_000_000)
+    assert values(alerts, hello(), quality_window(0, slow)) == [("alert", 0, 443, 50.0)]
+    assert values(alerts, quality_window(1, qrow(443, "in", data=5))) == [
+        ("resolved", 1, 443, 0.0)]
+    assert values(alerts, quality_window(2, slow), window(3)) == [
+        ("alert", 2, 443, 50.0), ("resolved", 3, 443, 0.0)]
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("udp:53:in:rtt_avg_ms>5", b"rtt_avg_ms is a TCP figure"),
+    ("tcp:443:in:jitter_ms<5", b"jitter_ms is a TCP figure"),
+    ("tcp:443:in:retrans_ratio>0", b"is not a positive number")])
+def test_bad_quality_rules_are_refused(rule, message):
+    proc = run_cli("read", "x.pcap", "--alert", rule, env={"PT_ENGINE_CONFIG": "/dev/null"})
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_quality_alerts_on_a_real_capture_carry_the_windows_figures(tmp_path):
+    """Every alert's value is the figure of its window's tcp_quality row."""
+    from pt_engine.analysers import tcp_quality as q
+    capture_file = Path(__file__).parent / "quality-corpus" / "zeek_mapi.pcap"
+    records = read(tmp_path, str(capture_file), "--analyser", "tcp_quality", "--interval", "0.5",
+                   "--alert", "tcp:*:both:rtt_avg_ms>0.001:name=rtt")
+    windows = {r["start_ns"]: r for r in records if r["type"] == "window"}
+    fired = [r for r in records if r["type"] == "alert"]
+    assert fired
+    for alert in fired:
+        rows = [q.row_values(row) for row in windows[alert["window_start_ns"]]["tcp_quality"]["rows"]
+                if row[1] == alert["port"]]
+        assert alert["value"] == pytest.approx(q.metric(q.merged(rows), "rtt_avg_ms"))

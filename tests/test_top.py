@@ -19,7 +19,7 @@ from pt_engine.top import (EPHEMERAL, KEYS, LEGEND, NicRates, TopModel, View, co
                            ephemeral_range, fmt_bytes, fmt_rate, handle_key, help_lines,
                            port_text, screen_lines, table_lines)
 from frames import eth, ipv4, tcp, udp
-from streams import CORPUS
+from streams import CORPUS, quality_row as qrow
 
 MANY = CORPUS / "ppp_many-protocols.pcap"
 
@@ -370,13 +370,17 @@ def test_the_selection_stays_on_its_row_when_the_order_changes():
 
 def test_other_keys():
     view = View()
-    assert handle_key(view, -1) is None and handle_key(view, ord("x")) is None
+    assert handle_key(view, -1) is None and handle_key(view, ord("z")) is None
     assert handle_key(view, ord("q")) == "quit" and handle_key(view, ord("/")) == "port"
     handle_key(view, ord("p"))
     handle_key(view, ord("f"))
     assert (view.sort, view.proto) == ("port", "tcp")
     handle_key(view, ord("s"))
-    assert view.sort == "rate"
+    assert view.sort == "rtt"
+    for ch, sort in (("s", "retrans"), ("s", "rate"), ("l", "rtt"), ("x", "retrans"),
+                     ("r", "rate")):
+        handle_key(view, ord(ch))
+        assert view.sort == sort
     handle_key(view, ord("c"))
     assert view.proto is None
     for key, attr in (("n", "names"), ("b", "bits"), (" ", "paused")):
@@ -550,3 +554,113 @@ def test_connect_to_a_missing_socket_is_an_error(tmp_path):
     assert proc.stdout == b""
     err = proc.stderr.decode()
     assert err.startswith("pt-engine: error: ") and "none.sock" in err and err.count("\n") == 1
+
+
+# --- TCP quality columns ----------------------------------------------------------------
+
+def quality_window(start_s: int, qrows: list) -> dict:
+    ports = sorted({r[1] for r in qrows})
+    record = window(start_s, [["tcp", p, 10, 1000 * p, 10, 1000] for p in ports])
+    record["tcp_quality"] = {"rows": qrows}
+    return record
+
+
+def quality_model() -> TopModel:
+    model = TopModel(ephemeral=(32768, 60999))
+    model.feed({"type": "hello", "interval_ns": 10**9, "sources": []})
+    model.feed(quality_window(100, [
+        qrow(443, "in", samples=4, rtt_ns=40_000_000, data=50, retrans=5, gaps=2,
+             jitter_pairs=3, jitter_ns=2_000_000),
+        qrow(22, "in", samples=2, rtt_ns=300_000, data=10),
+        qrow(80, "in", data=20, retrans=4)]))          # data, no RTT sample
+    return model
+
+
+def test_quality_columns_show_buckets_jitter_retransmissions_and_gaps():
+    model = quality_model()
+    lines = table_lines(model, model.visible("rate", None, None), None, [])
+    heading = lines[1]
+    for title in ("RTT P50", "RTT P95", "JITTER", "RETR%", "GAPS"):
+        assert title in heading
+    cells = {(line.split()[0], line.split()[2]): line.split()[-6:-1] for line in lines[2:]}
+    assert cells["443/https", "in"] == ["33-66ms", "33-66ms", "2.0ms", "10.0", "2"]
+    assert cells["22/ssh", "in"] == ["256-512us", "256-512us", "-", "0.0", "0"]
+    assert cells["80/http", "in"] == ["-", "-", "-", "20.0", "0"]
+    # rows of udp, or tcp rows without quality rows, show '-' everywhere
+    out_rows = [line.split() for line in lines[2:] if " out " in line]
+    assert out_rows and all(cells[-6:-1] == ["-"] * 5 for cells in out_rows)
+
+
+def test_without_tcp_quality_in_the_stream_the_table_has_no_quality_columns():
+    lines = table_lines(busy_model(), busy_model().visible("rate", None, None), None, [])
+    assert "RTT" not in lines[1] and "RETR%" not in lines[1]
+
+
+def test_sort_by_rtt_and_by_retransmissions_rows_without_figures_last():
+    model = quality_model()
+    by = lambda sort: [(r.port, r.direction) for r in model.visible(sort, "tcp", None)][:3]  # noqa: E731
+    assert by("rtt") == [(443, "in"), (22, "in"), (80, "in")]      # 80 has no RTT: after
+    assert by("retrans")[:2] == [(80, "in"), (443, "in")]            # 20 % before 10 %
+    assert by("retrans")[2] == (22, "in")
+
+
+def test_quality_columns_cover_the_last_ten_windows():
+    model = quality_model()
+    model.feed(quality_window(105, [qrow(443, "in", samples=4, rtt_ns=2_000_000, data=50)]))
+    row = next(r for r in model.visible("rate", None, None) if r.key == ("tcp", 443, "in"))
+    assert row.figure("retrans_ratio") == 5 / 100         # both windows, merged exactly
+    assert row.figure("rtt_avg_ms") == (4 * 40 + 4 * 2) / 8
+    model.feed(quality_window(110, [qrow(443, "in", data=10)]))    # window 100 falls out
+    assert row.figure("retrans_ratio") == 0 and row.figure("rtt_avg_ms") == 2.0
+    model.feed(quality_window(120, [qrow(22, "in", data=1)]))
+    assert row.quality is None and ("tcp", 443, "in") not in model.recent_quality
+
+
+def test_folded_ephemeral_rows_merge_their_quality():
+    model = TopModel(ephemeral=(32768, 60999))
+    model.feed({"type": "hello", "interval_ns": 10**9, "sources": []})
+    model.feed(quality_window(1, [qrow(40000, "out", samples=1, rtt_ns=1_000_000, data=4),
+                                  qrow(40001, "out", samples=1, rtt_ns=3_000_000, data=4,
+                                       retrans=2)]))
+    folded = next(r for r in model.visible("rate", None, None, fold=True)
+                  if r.port == EPHEMERAL and r.direction == "out")
+    assert folded.figure("rtt_avg_ms") == 2.0 and folded.figure("retrans_ratio") == 0.25
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_quality_columns_fit_the_terminal_rtt_p95_and_retransmissions_first(width):
+    lines = screen_lines(quality_model(), View(), None, [NIC], width, 24)
+    assert all(len(t) < width for t, _ in lines)
+    heading = next(t for t, style in lines if style == "heading")
+    assert "RTT P95" in heading and "RETR%" in heading
+    if width >= 160:
+        assert all(t in heading for t in ("RTT P50", "JITTER", "GAPS", "PKT/S", "WINDOW"))
+
+
+def test_top_sorts_a_real_capture_by_rtt(tmp_path):
+    """A quality-corpus capture through a running engine: --sort rtt puts the rows
+    with RTT samples first, highest p95 first."""
+    capture = CORPUS.parent / "quality-corpus" / "zeek_mapi.pcap"
+    path = tmp_path / "engine.sock"
+    engine = subprocess.Popen([sys.executable, "-m", "pt_engine", "read", str(capture),
+                               "--analyser", "tcp_quality", "--output", f"unix:{path}"],
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc = subprocess.run([sys.executable, "-m", "pt_engine", "top", "--connect", f"unix:{path}",
+                           "--sort", "rtt", "--rows", "50", "-n", "--no-fold"],
+                          capture_output=True,
+                          timeout=60)
+    engine.wait(30)
+    assert proc.returncode == 0, proc.stderr
+    last = [t for t in proc.stdout.decode().split("\n\n") if t.startswith("pt-engine top")][-1]
+    lines = last.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("PORT"))
+    assert "RTT P95" in lines[at]
+    end = lines[at].index("RTT P95") + len("RTT P95")       # right-aligned under it
+    figures = [line[end - 9:end].strip() for line in lines[at + 1:]]
+    with_rtt = [f for f in figures if f != "-"]
+    assert with_rtt and figures[:len(with_rtt)] == with_rtt and len(figures) > len(with_rtt)
+    lows = [float(f.split("-")[0]) * (1e-3 if f.endswith("us") else 1) for f in with_rtt]
+    assert lows == sorted(lows, reverse=True)        # highest p95 bucket first

@@ -102,28 +102,6 @@ def rtt_bucket(rtt_ns: int) -> int:
     return min(HIST_BUCKETS - 1, (rtt_ns // 1000).bit_length())
 
 
-def bucket_range_ns(k: int) -> tuple[int, float]:
-    """The RTTs bucket k holds, [lo, hi) in ns (the last one has no end)."""
-    lo = 0 if k == 0 else 1000 << (k - 1)
-    return lo, float("inf") if k == HIST_BUCKETS - 1 else 1000 << k
-
-
-def percentile_range(hist: list[int], fraction: float) -> tuple[int, float] | None:
-    """The bucket's range [lo, hi) ns that holds the RTT below which `fraction`
-    of the samples lie (the p50 for 0.5); None without samples. The histogram
-    knows no more than that range."""
-    total = sum(hist)
-    if not total:
-        return None
-    rank = max(1, -(-int(fraction * total * 1_000_000) // 1_000_000))    # ceil, no float drift
-    seen = 0
-    for k, n in enumerate(hist):
-        seen += n
-        if seen >= rank:
-            return bucket_range_ns(k)
-    raise AssertionError("unreachable: the ranks add up to the total")
-
-
 # --- the state ------------------------------------------------------------------------------
 
 class Segment:
@@ -486,3 +464,90 @@ class TcpQuality(Analyser):
                 continue
             out.append(["tcp", port, SIDES[side], *row[:N_COUNTERS], list(row[N_COUNTERS:])])
         return out
+
+
+# --- figures from the stream's rows (for top, alerts and plot) ----------------------------
+
+def bucket_range_ns(k: int) -> tuple[int, float]:
+    """The RTTs bucket k holds, [lo, hi) in ns (the last one has no end)."""
+    lo = 0 if k == 0 else 1000 << (k - 1)
+    return lo, float("inf") if k == HIST_BUCKETS - 1 else 1000 << k
+
+
+def percentile_range(hist: list[int], fraction: float) -> tuple[int, float] | None:
+    """The bucket's range [lo, hi) ns that holds the RTT below which `fraction`
+    of the samples lie (the p50 for 0.5); None without samples. The histogram
+    knows no more than that range."""
+    total = sum(hist)
+    if not total:
+        return None
+    k, _, _ = _rank_bucket(hist, fraction)
+    return bucket_range_ns(k)
+
+
+def _rank_bucket(hist: list[int], fraction: float) -> tuple[int, int, float]:
+    """(bucket, samples below it, rank) of the sample at `fraction` of them."""
+    rank = max(1.0, fraction * sum(hist))
+    seen = 0
+    for k, n in enumerate(hist):
+        if n and seen + n >= rank:
+            return k, seen, rank
+        seen += n
+    raise AssertionError("unreachable: the ranks add up to the total")
+
+
+def percentile_ns(hist: list[int], fraction: float) -> float | None:
+    """An estimate of that RTT: linear within its bucket, as Prometheus'
+    histogram_quantile does (the open last bucket gives its lower end)."""
+    if not sum(hist):
+        return None
+    k, below, rank = _rank_bucket(hist, fraction)
+    lo, hi = bucket_range_ns(k)
+    if hi == float("inf"):
+        return float(lo)
+    return lo + (hi - lo) * (rank - below) / hist[k]
+
+
+
+# name -> what it is: the figures a consumer derives from a row, None where the
+# row has nothing to derive it from (no RTT sample, no jitter pair, no data).
+METRICS = {
+    "rtt_p50_ms": "RTT p50, ms (estimated within its histogram bucket)",
+    "rtt_p95_ms": "RTT p95, ms (estimated within its histogram bucket)",
+    "rtt_avg_ms": "mean RTT, ms (exact)",
+    "jitter_ms": "mean |rtt_i - rtt_(i-1)|, ms",
+    "retrans_ratio": "retransmitted data segments / data segments",
+    "gap_ratio": "sequence gaps / data segments",
+}
+
+
+def row_values(stream_row: list) -> list[int]:
+    """A section 8 row of the stream (["tcp", port, side, 14 counters, [32
+    buckets]]) as the 46 integers merge_rows adds."""
+    return [*stream_row[3:3 + N_COUNTERS], *stream_row[3 + N_COUNTERS]]
+
+
+def merged(values: list[list[int]]) -> list[int] | None:
+    """Several rows' values merged exactly (None for none)."""
+    if not values:
+        return None
+    into: dict = {}
+    for v in values:
+        merge_rows(into, {0: v})
+    return into[0]
+
+
+def metric(values: list[int] | None, name: str) -> float | None:
+    """Figure `name` (METRICS) of a row's values."""
+    if values is None:
+        return None
+    if name in ("rtt_p50_ms", "rtt_p95_ms"):
+        ns = percentile_ns(values[N_COUNTERS:], 0.5 if name == "rtt_p50_ms" else 0.95)
+        return None if ns is None else ns / 1e6
+    over, under, scale = {"rtt_avg_ms": (RTT_SUM, RTT_SAMPLES, 1e6),
+                          "jitter_ms": (JITTER_SUM, JITTER_PAIRS, 1e6),
+                          "retrans_ratio": (RETRANS_SEGMENTS, DATA_SEGMENTS, 1),
+                          "gap_ratio": (GAPS, DATA_SEGMENTS, 1)}[name]
+    if not values[under]:
+        return None
+    return values[over] / values[under] / scale
