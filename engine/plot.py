@@ -14,7 +14,12 @@ recording keeps every port; only the picture folds them).
 Reads recordings (`pt-engine record`, or any saved stream, msgpack or JSON
 lines) through pt_engine.client and uses their window records only: several
 files and several hello ... summary sequences in one file are fine; windows
-that cover the same time (two runs recorded into one file) add up. The files
+that cover the same time (two runs recorded into one file) add up. When the
+windows carry TCP quality (docs/quality-rules.md), two more panels follow:
+per charted TCP port, the RTT p50 and p95 over time (estimated within their
+histogram buckets, from the rows of each bin merged exactly; of the port's
+direction with the most RTT samples in the range), and the retransmitted
+share of its data segments, both directions together. The files
 are read twice (once to find the time range and the busiest ports, once for
 their series), so memory does not grow with the recording; a file still being
 written is read up to its last whole record.
@@ -30,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 
 from typing import TYPE_CHECKING
 
+from .analysers import tcp_quality as quality
 from .errors import ConfigError, EngineError, SinkError, StreamError, TruncatedStream
 from .config import whole_number
 from .log import log
@@ -74,8 +80,9 @@ def add_parser(subparsers, summary: str):
     p.add_argument("--last", metavar="DURATION",
                    help="the last DURATION of the recording, up to its last window: 90s, "
                         "15m, 1h, 2d, 1h30m")
-    p.add_argument("--size", default="1200x900", metavar="WxH",
-                   help="picture size in pixels (default 1200x900)")
+    p.add_argument("--size", metavar="WxH",
+                   help="picture size in pixels (default 1200x900; 1200x1400 with the TCP "
+                        "quality panels)")
     from . import options
     options.add_arguments(p, "plot")        # the table's rows for plot: --no-fold
     return p
@@ -87,7 +94,7 @@ def main(args) -> int:
     matplotlib is missing, SinkError when the PNG cannot be written."""
     if not 1 <= args.top <= 20:
         raise ConfigError(f"--top {args.top}: choose 1 to 20")
-    size = parse_size(args.size)
+    size = parse_size(args.size) if args.size is not None else None
     output_format(args.output)      # refused before any work
     if args.last is not None and (args.since is not None or args.until is not None):
         raise ConfigError("--last counts back from the end of the recording: give it "
@@ -100,6 +107,8 @@ def main(args) -> int:
     matplotlib_module()
     rec = load(args.files, args.top, since, until, last,
                fold=None if args.no_fold else ephemeral_range())
+    if size is None:
+        size = (1200, 1400) if rec.quality else (1200, 900)
     save(figure(rec, size), args.output)
     log(f"wrote {args.output} ({size[0]}x{size[1]}): top {len(rec.ports)} of "
         f"{rec.port_count} ports, "
@@ -179,6 +188,22 @@ class PortSeries:
 
 
 @dataclass
+class QualitySeries:
+    """TCP quality of one charted port, per bin (NaN where the bin has no figure)."""
+
+    proto: str
+    port: int
+    side: str                 # the direction of the RTT series: "in" or "out"
+    rtt_p50_ms: np.ndarray
+    rtt_p95_ms: np.ndarray
+    retrans_pct: np.ndarray   # both directions
+
+    @property
+    def label(self) -> str:
+        return f"{self.proto}/{'ephemeral' if self.port == EPHEMERAL else self.port}"
+
+
+@dataclass
 class Recording:
     """What the picture shows, read from the files."""
 
@@ -193,6 +218,7 @@ class Recording:
     ports: list[PortSeries]   # the busiest first
     windows: int              # window records in range
     port_count: int           # ports with traffic in range
+    quality: list[QualitySeries] | None = None   # None: the windows carry no TCP quality
 
 
 class _Files:
@@ -223,9 +249,10 @@ class _Files:
             if first_pass:
                 self.limits[i] = n
 
-    def windows(self, hello=None) -> Iterator[tuple[int, int, int, list]]:
-        """(segment, start_ns, end_ns, port rows) per window; a segment is what
-        follows one hello, and `hello` (if given) is called with each hello."""
+    def windows(self, hello=None) -> Iterator[tuple[int, int, int, list, list | None]]:
+        """(segment, start_ns, end_ns, port rows, tcp_quality rows or None) per
+        window; a segment is what follows one hello, and `hello` (if given) is
+        called with each hello."""
         segment = -1
         for path, n, record in self.records():
             kind = record["type"]
@@ -239,10 +266,16 @@ class _Files:
                         record["ports"]
                     if not all(isinstance(r, list) and len(r) == len(PORT_ROW) for r in rows):
                         raise TypeError
+                    qrows = record["tcp_quality"]["rows"] if "tcp_quality" in record else None
+                    if qrows is not None and not all(
+                            isinstance(r, list) and len(r) == 4 + quality.N_COUNTERS
+                            and len(r[-1]) == quality.HIST_BUCKETS for r in qrows):
+                        raise TypeError
                 except (KeyError, TypeError, ValueError):
                     raise StreamError(f"{path}: record {n} is not a window of this format "
-                                      f"(start_ns, end_ns, ports of 6 columns)", n - 1) from None
-                yield segment, start, end, rows
+                                      f"(start_ns, end_ns, ports of 6 columns, tcp_quality "
+                                      f"rows of section 8)", n - 1) from None
+                yield segment, start, end, rows, qrows
 
 
 class _Totals:
@@ -319,7 +352,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     # known before reading) the totals per port.
     totals = _Totals(since_ns, until_ns, fold, kept) if last_ns is None else None
     every = 0
-    for segment, start, end, rows in files.windows(hello):
+    for segment, start, end, rows, _ in files.windows(hello):
         every += 1
         span = segments.setdefault(segment, [start, end])
         span[0], span[1] = min(span[0], start), max(span[1], end)
@@ -333,7 +366,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     last_end = max(s[1] for s in segments.values())
     if totals is None:
         totals = _Totals(last_end - last_ns, None, fold, kept)
-        for _, start, end, rows in files.windows():
+        for _, start, end, rows, _ in files.windows():
             if totals.wants(start):
                 totals.add(start, end, rows)
     if not totals.windows:
@@ -356,8 +389,12 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     index = {key: i for i, key in enumerate(busiest)}
     in_bytes, out_bytes = COL.of("in_bytes", "out_bytes")
     series = np.zeros((len(busiest), 2, nbins))
+    # per port, side ("in", "out") and bin: the quality rows' values summed (the
+    # figures charted need sums only, not the min and max)
+    qsums = np.zeros((len(busiest), 2, nbins, quality.ROW_WIDTH), dtype=np.int64)
+    with_quality = False
     if busiest:
-        for _, start, _end, rows in files.windows():
+        for _, start, _end, rows, qrows in files.windows():
             if not totals.wants(start):
                 continue
             b = min((start - edge0) // bin_ns, nbins - 1)
@@ -366,6 +403,11 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
                 if i is not None:
                     series[i, 0, b] += row[in_bytes]
                     series[i, 1, b] += row[out_bytes]
+            with_quality = with_quality or qrows is not None
+            for qrow in qrows or ():
+                i = index.get(totals.key(qrow))
+                if i is not None:
+                    qsums[i, quality.SIDES.index(qrow[2]), b] += quality.row_values(qrow)
     seconds = np.where(covered > 0, covered / 1e9, np.nan)
     ports = [PortSeries(key[0], key[1], counts[key][0], counts[key][1],
                         series[i, 0] / seconds, series[i, 1] / seconds)
@@ -374,7 +416,29 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
                      interval_ns=interval, bin_ns=bin_ns, edges_ns=edges,
                      covered_ns=covered, ports=ports,
                      windows=totals.windows,
-                     port_count=sum(1 for v in counts.values() if v[0] + v[1]))
+                     port_count=sum(1 for v in counts.values() if v[0] + v[1]),
+                     quality=_quality_series(busiest, qsums) if with_quality else None)
+
+
+def _quality_series(keys: list[tuple[str, int]], sums: np.ndarray) -> list[QualitySeries]:
+    """The QualitySeries of the ports (keys) that have TCP quality rows."""
+    import numpy as np
+    out = []
+    nan = float("nan")
+    for i, (proto, port) in enumerate(keys):
+        if not sums[i].any():
+            continue
+        side = int(sums[i, 1, :, quality.RTT_SAMPLES].sum() > sums[i, 0, :, quality.RTT_SAMPLES].sum())
+        hist = sums[i, side, :, quality.N_COUNTERS:]
+        p50, p95 = ([nan if v is None else v / 1e6 for v in
+                     (quality.percentile_ns(h.tolist(), f) for h in hist)] for f in (0.5, 0.95))
+        both = sums[i].sum(axis=0)
+        data = both[:, quality.DATA_SEGMENTS].astype(float)
+        retrans = np.where(data > 0, both[:, quality.RETRANS_SEGMENTS] / np.where(data, data, 1)
+                           * 100, np.nan)
+        out.append(QualitySeries(proto, port, quality.SIDES[side], np.array(p50),
+                                 np.array(p95), retrans))
+    return out
 
 
 def _bin_width(span_ns: int, interval_ns: int) -> int:
@@ -438,10 +502,13 @@ def figure(rec: Recording, size: tuple[int, int] = (1200, 900)):
 
     fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 2, width_ratios=(2.1, 1))
+    if rec.quality:
+        grid = fig.add_gridspec(4, 2, width_ratios=(2.1, 1), height_ratios=(1, 1, 0.8, 0.8))
+    else:
+        grid = fig.add_gridspec(2, 2, width_ratios=(2.1, 1))
     ax_in = fig.add_subplot(grid[0, 0])
     ax_out = fig.add_subplot(grid[1, 0], sharex=ax_in)
-    ax_bar = fig.add_subplot(grid[:, 1])
+    ax_bar = fig.add_subplot(grid[0:2, 1])
     if len(rec.ports) <= 10:
         colors = [colormaps["tab10"](i) for i in range(len(rec.ports))]
     else:       # the ten strong colours first, then their light twins
@@ -461,12 +528,11 @@ def figure(rec: Recording, size: tuple[int, int] = (1200, 900)):
         ax.set_ylabel(f"{prefix}B/s")
         ax.set_ylim(bottom=0, top=max(peak / scale * 1.08, 1e-9))
         ax.grid(True, alpha=0.3)
-    locator = mdates.AutoDateLocator(tz=timezone.utc, minticks=4, maxticks=9)
-    ax_out.xaxis.set_major_locator(locator)
-    ax_out.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=timezone.utc))
-    ax_out.set_xlim(edges[0], edges[-1])
-    ax_out.set_xlabel("time (UTC)")
+    _time_axis(mdates, ax_out, edges)
     ax_in.tick_params(labelbottom=False)
+    if rec.quality:
+        by_label = dict(zip((p.label for p in rec.ports), colors))
+        _quality_panels(fig, grid, mdates, rec, edges, by_label, per_bin)
 
     ins = np.array([p.in_bytes for p in rec.ports], dtype=float)
     outs = np.array([p.out_bytes for p in rec.ports], dtype=float)
@@ -496,6 +562,48 @@ def figure(rec: Recording, size: tuple[int, int] = (1200, 900)):
                  f"{_names([os.path.basename(f) for f in rec.files])}",
                  fontsize=12)
     return fig
+
+
+def _time_axis(mdates, ax, edges) -> None:
+    locator = mdates.AutoDateLocator(tz=timezone.utc, minticks=4, maxticks=9)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=timezone.utc))
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel("time (UTC)")
+
+
+def _quality_panels(fig, grid, mdates, rec: Recording, edges, colors: dict,
+                    per_bin: str) -> None:
+    """RTT p50 (solid) and p95 (dashed) on a log scale, and retransmitted % of data
+    segments, for the charted TCP ports, in the port's colour of the panels above."""
+    import numpy as np
+    ax_rtt = fig.add_subplot(grid[2, :])
+    ax_retr = fig.add_subplot(grid[3, :], sharex=ax_rtt)
+    drawn = False
+    for q in rec.quality:
+        color = colors[q.label]
+        for values, style in ((q.rtt_p50_ms, "-"), (q.rtt_p95_ms, "--")):
+            if np.isfinite(values).any():
+                drawn = True
+                ax_rtt.stairs(values, edges, baseline=None, color=color, linestyle=style,
+                              linewidth=1.4, label=f"{q.label} {q.side}")
+        ax_retr.stairs(q.retrans_pct, edges, baseline=None, color=color, linewidth=1.4)
+    if drawn:
+        ax_rtt.set_yscale("log")
+    ax_rtt.set_title(f"TCP RTT, ms: p50 solid, p95 dashed (per port, the direction with "
+                     f"the most samples; {per_bin})", loc="left", fontsize=11)
+    ax_rtt.set_ylabel("ms")
+    ax_rtt.grid(True, which="both", alpha=0.3)
+    ax_rtt.tick_params(labelbottom=False)
+    ax_retr.set_title("TCP retransmitted % of data segments (in + out)", loc="left",
+                      fontsize=11)
+    ax_retr.set_ylabel("%")
+    ax_retr.set_ylim(bottom=0)
+    ax_retr.grid(True, alpha=0.3)
+    _time_axis(mdates, ax_retr, edges)
+    if not drawn:
+        ax_rtt.text(0.5, 0.5, "no RTT samples for these ports", transform=ax_rtt.transAxes,
+                    ha="center", va="center")
 
 
 # What -o can write, by the file's extension (JPEG through Pillow, which

@@ -566,3 +566,53 @@ def test_plot_refuses_an_extension_it_cannot_write(tmp_path, name, capsys):
     err = capsys.readouterr().err
     assert "cannot write" in err and ".png, .jpg, .jpeg, .svg, .pdf" in err
     assert not (tmp_path / name).exists()
+
+
+# --- TCP quality panels -------------------------------------------------------------------
+
+QUALITY_CAPTURE = CORPUS.parent / "quality-corpus" / "zeek_mapi.pcap"
+
+
+def test_plot_charts_tcp_quality_when_the_windows_carry_it(tmp_path):
+    """Per charted TCP port and bin: the RTT percentiles of the bin's rows merged
+    (the side with the most samples), and retransmitted % of both sides."""
+    from pt_engine.analysers import tcp_quality as q
+    rec_path = tmp_path / "q.msgpack"
+    assert main(["record", str(rec_path), "--read", str(QUALITY_CAPTURE), "--analyser",
+                 "tcp_quality", "--interval", "0.25"]) == 0
+    rec = plot.load([str(rec_path)], top=8)
+    assert rec.quality and {(s.proto, s.port) for s in rec.quality} <= \
+        {(p.proto, p.port) for p in rec.ports}
+    assert any(np.isfinite(s.rtt_p95_ms).any() for s in rec.quality)
+    windows = windows_of(records_of(rec_path))
+    for series in rec.quality:
+        per_bin: dict[int, dict[str, list]] = {}
+        for w in windows:
+            b = min((w["start_ns"] - rec.edges_ns[0]) // rec.bin_ns, len(rec.edges_ns) - 2)
+            for row in w["tcp_quality"]["rows"]:
+                if row[1] == series.port:         # load() folds nothing unless asked
+                    per_bin.setdefault(b, {}).setdefault(row[2], []).append(q.row_values(row))
+        for b in range(len(rec.edges_ns) - 1):
+            sides = per_bin.get(b, {})
+            mine = q.merged(sides.get(series.side, []))
+            want = q.metric(mine, "rtt_p95_ms")
+            got = series.rtt_p95_ms[b]
+            assert (want is None and math.isnan(got)) or got == pytest.approx(want)
+            every = q.merged(sides.get("in", []) + sides.get("out", []))
+            want = q.metric(every, "retrans_ratio")
+            got = series.retrans_pct[b]
+            assert (want is None and math.isnan(got)) or got == pytest.approx(want * 100)
+    out = tmp_path / "q.png"
+    assert main(["plot", str(rec_path), "-o", str(out)]) == 0
+    assert png_size(out) == (1200, 1400)
+    assert len(plot.figure(rec).axes) == 5
+
+
+def test_plot_without_tcp_quality_keeps_three_panels(tmp_path):
+    rec_path = tmp_path / "p.msgpack"
+    assert main(["record", str(rec_path), "--read", str(QUALITY_CAPTURE)]) == 0
+    rec = plot.load([str(rec_path)])
+    assert rec.quality is None and len(plot.figure(rec).axes) == 3
+    out = tmp_path / "p.png"
+    assert main(["plot", str(rec_path), "-o", str(out)]) == 0
+    assert png_size(out) == (1200, 900)
