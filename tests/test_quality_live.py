@@ -99,7 +99,7 @@ def capture(bed: LinkBed, engines: list[tuple[str, ...]], conns: int = 1,
             seconds: float = 4.0, chunk: int = 8 * 1448, pause: float = 0.01) -> list[dict]:
     """The transfer across the bed, captured on the client's veth by one
     `pt-engine run` per entry of `engines` (its extra arguments), all at
-    once: their summaries."""
+    once: their streams' records (each ends with its summary)."""
     server = bed.exec(bed.server_ns, [sys.executable, "-c", SERVER, str(PORT)],
                       stdout=subprocess.PIPE, text=True)
     procs = []
@@ -121,26 +121,29 @@ def capture(bed: LinkBed, engines: list[tuple[str, ...]], conns: int = 1,
                         bed.server_addr, str(PORT), str(conns), str(seconds), str(chunk),
                         str(pause)], check=True, timeout=seconds + 60)
         time.sleep(0.5)
-        summaries = []
+        streams = []
         for engine in procs:
             engine.send_signal(2)
             out, err = engine.communicate(timeout=60)
             assert engine.returncode == 0, err.decode()
-            summary = stream.decode(out, "json")[-1]
+            records = stream.decode(out, "json")
+            summary = records[-1]
             assert summary["type"] == "summary"
             assert sum(s["dropped"] for s in summary["sources"]) == 0, summary
-            summaries.append(summary)
-        return summaries
+            streams.append(records)
+        return streams
     finally:
         for p in (server, *procs):
             p.kill()
             p.wait()
 
 
-def quality_run(bed: LinkBed, *engine_args: str, **transfer) -> tuple[dict, dict]:
-    """(the summary's tcp_quality rows by (port, side), the emulator's counters)."""
-    summary, = capture(bed, [engine_args], **transfer)
-    return {(r[1], r[2]): r for r in summary["tcp_quality"]["rows"]}, bed.stats()
+def quality_run(bed: LinkBed, *engine_args: str, **transfer) -> tuple[dict, dict, list]:
+    """(the summary's tcp_quality rows by (port, side), the emulator's counters,
+    the stream's alert records)."""
+    records, = capture(bed, [engine_args], **transfer)
+    rows = {(r[1], r[2]): r for r in records[-1]["tcp_quality"]["rows"]}
+    return rows, bed.stats(), [r for r in records if r["type"] == "alert"]
 
 
 def column(row: list, name: str):
@@ -164,8 +167,11 @@ def bed(request):
 
 @pytest.mark.parametrize("bed", [dict(delay_ms=20)], indirect=True)
 def test_rtt_is_the_links_for_the_clients_data_and_the_hosts_for_the_servers(bed):
-    rows, _ = quality_run(bed)
+    rows, _, alerts = quality_run(bed, "--alert", f"tcp:{PORT}:in:rtt_p95_ms>30:for=2:name=link",
+                                  "--alert", f"tcp:{PORT}:out:rtt_p95_ms>30:name=host")
     client_data, server_data = rows[(PORT, "in")], rows[(PORT, "out")]
+    # the link's 40 ms shows in the client's data only, and alerts there
+    assert {a["rule"] for a in alerts} == {"link"} and alerts[0]["value"] > 30
     assert column(client_data, "rtt_samples") > 50
     assert abs(mean_ms(client_data) - 40) <= 3, mean_ms(client_data)
     lo, hi = p50_range_ms(client_data)
@@ -178,7 +184,7 @@ def test_rtt_is_the_links_for_the_clients_data_and_the_hosts_for_the_servers(bed
 
 @pytest.mark.parametrize("bed", [dict(delay_ms=20, loss=0.02, seed=7)], indirect=True)
 def test_frames_lost_after_the_capture_point_come_again_as_retransmissions(bed):
-    rows, emulator = quality_run(bed)
+    rows, emulator, _ = quality_run(bed)
     lost = emulator["a_to_b"]["dropped_data"]
     retrans = column(rows[(PORT, "in")], "retrans_segments")
     assert lost > 0
@@ -187,7 +193,7 @@ def test_frames_lost_after_the_capture_point_come_again_as_retransmissions(bed):
 
 @pytest.mark.parametrize("bed", [dict(delay_ms=20, jitter_ms=5, seed=3)], indirect=True)
 def test_jitter_of_the_link_shows_in_the_clients_data(bed):
-    rows, _ = quality_run(bed)
+    rows, _, _ = quality_run(bed)
     row = rows[(PORT, "in")]
     assert column(row, "jitter_pairs") > 50
     mean_jitter_ms = column(row, "jitter_sum_ns") / column(row, "jitter_pairs") / 1e6
@@ -200,8 +206,9 @@ def test_two_workers_give_the_figures_of_one(bed):
     """Two engines capture the same frames at once (the kernel stamps each frame
     once, so both see the same times): one capture process, and two that the
     fanout's symmetric hash splits the connections between."""
-    one, two = capture(bed, [("--workers", "1"), ("--workers", "2")], conns=12, seconds=3,
-                       chunk=4 * 1448)
+    streams = capture(bed, [("--workers", "1"), ("--workers", "2")], conns=12, seconds=3,
+                      chunk=4 * 1448)
+    one, two = (records[-1] for records in streams)
     assert len(two["sources"]) == 2 and all(s["received"] for s in two["sources"])
     assert one["tcp_quality"]["state"]["connections"] == 12
     assert one["tcp_quality"] == two["tcp_quality"]
