@@ -158,27 +158,42 @@ def series(store, q: Query) -> dict:
                         "out_bytes"], "rows": rows}
 
 
-def windows(store, q: Query):
-    """Per stored second (or rollup step) of the range: (start_ns, end_ns, port rows
-    in the stream's form), for plot."""
-    since, until = resolve(store, q)
-    table, step = _table(since, until, max(1, (until - since) // MAX_POINTS))
-    sql = (f"SELECT toUInt32(window_start) AS t, proto, port, "
-           f"sumIf(packets, direction = 'in'), sumIf(bytes, direction = 'in'), "
-           f"sumIf(packets, direction = 'out'), sumIf(bytes, direction = 'out') "
-           f"FROM {store.database}.{table} WHERE {_where(q, since, until)} "
-           f"GROUP BY t, proto, port ORDER BY t, proto, port")
-    current, rows = None, []
-    for r in tsv(store.query(sql)):
-        t = int(r[0])
-        if t != current:
-            if current is not None:
-                yield current * _NS, (current + step) * _NS, rows
-            current, rows = t, []
-        rows.append([r[1], int(r[2]), *map(int, r[3:7])])
-    if current is not None:
-        yield current * _NS, (current + step) * _NS, rows
-    return step
+class StoreWindows:
+    """A history as plot reads recordings: ``windows(hello)`` yields (segment 0,
+    start_ns, end_ns, port rows in the stream's form) per stored step of the
+    range, after one hello giving the step as the window length."""
+
+    def __init__(self, text: str, since_ns: int | None, until_ns: int | None,
+                 last_ns: int | None):
+        self.store = warehouse.open_store(text, None, create=False)
+        self.query = Query(None if since_ns is None else since_ns // _NS,
+                           None if until_ns is None else -(-until_ns // _NS),
+                           None if last_ns is None else -(-last_ns // _NS), None, None)
+        self._range: tuple[int, int] | None = None
+
+    def windows(self, hello=None):
+        store, q = self.store, self.query
+        if self._range is None:
+            self._range = resolve(store, q)
+        since, until = self._range
+        table, step = _table(since, until, max(1, (until - since) // MAX_POINTS))
+        if hello is not None:
+            hello({"interval_ns": step * _NS, "sources": [{"name": store.name}]})
+        sql = (f"SELECT toUInt32(window_start) AS t, proto, port, "
+               f"sumIf(packets, direction = 'in'), sumIf(bytes, direction = 'in'), "
+               f"sumIf(packets, direction = 'out'), sumIf(bytes, direction = 'out') "
+               f"FROM {store.database}.{table} WHERE {_where(q, since, until)} "
+               f"GROUP BY t, proto, port ORDER BY t, proto, port")
+        current, rows = None, []
+        for r in tsv(store.query(sql)):
+            t = int(r[0])
+            if t != current:
+                if current is not None:
+                    yield 0, current * _NS, (current + step) * _NS, rows
+                current, rows = t, []
+            rows.append([r[1], int(r[2]), *map(int, r[3:7])])
+        if current is not None:
+            yield 0, current * _NS, (current + step) * _NS, rows
 
 
 def _iso(seconds: int) -> str:
