@@ -102,7 +102,7 @@ def schema(db: str, caps: Capabilities) -> list[str]:
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table} "
             "ENGINE = SummingMergeTree((packets, bytes)) "
             "PARTITION BY toYYYYMM(window_start) "
-            f"ORDER BY ({PORT_KEY})" + _ttl(caps, table) +
+            f"ORDER BY ({PORT_KEY})" + _ttl(caps, table) + _dedup(caps) +
             f" AS SELECT host, interface, proto, direction, port, "
             f"{cut}(window_start) AS window_start, sum(packets) AS packets, "
             f"sum(bytes) AS bytes, max(inserted) AS inserted FROM {db}.pt_ports "
@@ -214,6 +214,7 @@ class HttpStore:
                   "query": f"INSERT INTO {self.database}.{table} FORMAT JSONEachRow"}
         if token is not None:
             params["insert_deduplication_token"] = token
+            params["deduplicate_blocks_in_dependent_materialized_views"] = 1
         self._post(params, rows)
 
     def close(self) -> None:
@@ -293,7 +294,8 @@ class ChdbStore:
 
     def insert(self, table: str, rows: bytes, token: str | None) -> None:
         """Insert JSONEachRow rows; `token` deduplicates a repeat. Raises StoreError."""
-        settings = f" SETTINGS insert_deduplication_token = {literal(token)}" if token else ""
+        settings = (f" SETTINGS insert_deduplication_token = {literal(token)}, "
+                    "deduplicate_blocks_in_dependent_materialized_views = 1" if token else "")
         with self:
             self._run(f"INSERT INTO {self.database}.{table}{settings} FORMAT JSONEachRow\n"
                       + rows.decode())

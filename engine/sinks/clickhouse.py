@@ -3,9 +3,10 @@ schema of pt_engine.warehouse, on a server or in chDB.
 
 Both are ThreadedSinks with the failure policy "continue": the aggregator
 only queues the record (msgpack, bounded by --output-buffer); the sink's
-thread turns windows into rows and inserts them in batches, one a second at
-most in a file run and one per window in a live run (where a window comes
-once an interval). A server that is away is retried with backoff (0.5 s
+thread turns windows into rows and inserts them in batches: what is queued
+when it has caught up, at least once a second while it has not (a live run,
+where a window comes once an interval, inserts each window on its own; a
+file run batches what comes while an insert is under way). A server that is away is retried with backoff (0.5 s
 doubling to 30 s) while the queue fills; a live run then drops records,
 counted in the summary's ``outputs``, and capture never waits.
 
@@ -111,7 +112,7 @@ class WarehouseSink(ThreadedSink):
         batch.records += 1
         now = time.monotonic()
         if (kind == "summary" or batch.size() >= MAX_ROWS or now - self._last_flush >= FLUSH_S
-                or (self.ctx.live and not self.backlog())):
+                or not self.backlog()):
             self._flush()
 
     def _new_batch(self) -> _Batch:
