@@ -206,12 +206,11 @@ class HttpStore:
 
     def query(self, sql: str) -> str:
         """Run one statement; its result as TabSeparated text. Raises StoreError."""
-        return self._post({"database": self.database}, sql.encode())
+        return self._post({}, sql.encode())      # statements name their database
 
     def insert(self, table: str, rows: bytes, token: str | None) -> None:
         """Insert JSONEachRow rows; `token` deduplicates a repeat. Raises StoreError."""
-        params = {"database": self.database,
-                  "query": f"INSERT INTO {self.database}.{table} FORMAT JSONEachRow"}
+        params = {"query": f"INSERT INTO {self.database}.{table} FORMAT JSONEachRow"}
         if token is not None:
             params["insert_deduplication_token"] = token
             params["deduplicate_blocks_in_dependent_materialized_views"] = 1
