@@ -66,7 +66,7 @@ def test_read_into_clickhouse_sums_to_the_summary(server):
 
 
 def _frames(seconds, port: int):
-    frame = F.eth() + F.ipv4(proto=17) + F.udp(40000, port, b"y" * 20)
+    frame = F.eth() + F.ipv4(payload=F.udp(40000, port, b"y" * 20))
     return [(T0 + s * 10**9 + k * 1000, frame, None) for s in seconds for k in range(10)]
 
 

@@ -108,7 +108,7 @@ def test_a_repeated_batch_counts_once(tmp_path):
 
 def test_rollups_cut_minutes_and_hours(tmp_path):
     """Packets over two hours: each rollup's buckets hold the windows that start in them."""
-    frame = F.eth() + F.ipv4(proto=17) + F.udp(40000, 53, b"x" * 10)
+    frame = F.eth() + F.ipv4(payload=F.udp(40000, 53, b"x" * 10))
     times = [T0 + s * 10**9 for s in (0, 59, 60, 299, 300, 3599, 3600, 7000)]
     capture = tmp_path / "spread.pcap"
     capture.write_bytes(F.pcap_file([(t, frame, None) for t in times], F.DLT_EN10MB))
@@ -187,7 +187,7 @@ def test_history_is_readable_while_an_engine_holds_it(tmp_path):
     import subprocess
     import sys
     import time
-    frame = F.eth() + F.ipv4(proto=17) + F.udp(40000, 53, b"x" * 10)
+    frame = F.eth() + F.ipv4(payload=F.udp(40000, 53, b"x" * 10))
     head = F.pcap_file([(T0 + s * 10**9, frame, None) for s in range(3)] +
                        [(T0 + 60 * 10**9, F.eth(et=F.ETH_ARP) + F.arp(), None)] * 20000,
                        F.DLT_EN10MB)
