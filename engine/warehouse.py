@@ -15,7 +15,9 @@ Tables (the names are the users': their queries name them):
 * ``pt_ports_1m``, ``pt_ports_5m``, ``pt_ports_1h``: rollups, materialized
   views of ``pt_ports``;
 * ``pt_classes``: the four counting-rule classes per window;
-* ``pt_sources``: libpcap's cumulative counters per capture process.
+* ``pt_sources``: libpcap's cumulative counters per capture process;
+* ``pt_tcp_quality``: the tcp_quality rows of each window (--analyser
+  tcp_quality), one per port and side, the RTT histogram as an array.
 
 Every row carries the ``batch`` it was inserted in and when (``inserted``):
 retention (TTL) counts from ``inserted``, so that a capture read today from
@@ -48,7 +50,7 @@ SCHEMES = ("history", "clickhouse")
 DATABASE = "pt_engine"            # history:PATH's database; clickhouse: URLs name theirs
 # Retention in days, from the row's insertion (docs/clickhouse.md).
 RETENTION_DAYS = {"pt_ports": 2, "pt_ports_1m": 14, "pt_ports_5m": 90, "pt_ports_1h": 400,
-                  "pt_classes": 30, "pt_sources": 30}
+                  "pt_classes": 30, "pt_sources": 30, "pt_tcp_quality": 30}
 # Rollup table -> (step in seconds, ClickHouse function that cuts it).
 ROLLUPS = {"pt_ports_1m": (60, "toStartOfMinute"),
            "pt_ports_5m": (300, "toStartOfFiveMinute"),
@@ -121,10 +123,22 @@ def schema(db: str, caps: Capabilities) -> list[str]:
                "PARTITION BY toYYYYMM(window_start) "
                "ORDER BY (host, source, worker, window_start, batch)"
                + _ttl(caps, "pt_sources") + _dedup(caps))
+    out.append(f"CREATE TABLE IF NOT EXISTS {db}.pt_tcp_quality (host String, "
+               "interface String, port UInt16, side String, window_start DateTime('UTC'), "
+               + ", ".join(f"{name} UInt64" for name in QUALITY_COLUMNS) +
+               ", rtt_hist Array(UInt64), batch UInt64, inserted DateTime('UTC')) "
+               "ENGINE = MergeTree PARTITION BY toYYYYMM(window_start) "
+               "ORDER BY (host, interface, port, side, window_start, batch)"
+               + _ttl(caps, "pt_tcp_quality") + _dedup(caps))
     return out
 
 
-TABLES = ("pt_ports", "pt_classes", "pt_sources")
+TABLES = ("pt_ports", "pt_classes", "pt_sources", "pt_tcp_quality")
+# The counters of a tcp_quality row after ("tcp", port, side), before rtt_hist
+# (docs/quality-rules.md section 8), as pt_tcp_quality's columns.
+QUALITY_COLUMNS = ("rtt_samples", "rtt_sum_ns", "rtt_min_ns", "rtt_max_ns", "jitter_sum_ns",
+                   "jitter_pairs", "data_segments", "data_bytes", "retrans_segments",
+                   "retrans_bytes", "ooo_segments", "gaps", "gap_bytes", "dup_acks")
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -179,3 +179,13 @@ def test_wrong_password_is_one_line(server):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "the server said" in result.stderr, \
         result.stderr
+
+
+def test_tcp_quality_rows_on_an_old_server(server):
+    from test_history import QUALITY, quality_rows_stored
+    from pt_engine import warehouse
+    result = run_cli("read", str(QUALITY), "--analyser", "tcp_quality", "-o",
+                     f"clickhouse:{server.url}/quality", "-o", "json:-")
+    assert result.returncode == 0, result.stderr
+    store = warehouse.HttpStore(f"{server.url}/quality", "default", CLICKHOUSE_PASSWORD)
+    assert quality_rows_stored(store) == _summary(result.stdout)["tcp_quality"]["rows"]

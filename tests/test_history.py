@@ -208,3 +208,25 @@ def test_history_is_readable_while_an_engine_holds_it(tmp_path):
     finally:
         proc.stdin.close()
         assert proc.wait(60) == 0, proc.stderr.read()
+
+
+QUALITY = Path(__file__).parent / "quality-corpus" / "pkt2flow_200722_win_scale_examples_anon.pcapng"
+
+
+def quality_rows_stored(store) -> list[list]:
+    """pt_tcp_quality summed per (port, side), in the summary's row form."""
+    from pt_engine.warehouse import QUALITY_COLUMNS
+    sums = ", ".join(f"minIf({c}, rtt_samples > 0)" if c == "rtt_min_ns" else
+                     f"max({c})" if c == "rtt_max_ns" else f"sum({c})"
+                     for c in QUALITY_COLUMNS)
+    rows = store.query(f"SELECT port, side, {sums}, sumForEach(rtt_hist) FROM "
+                       f"{store.database}.pt_tcp_quality GROUP BY port, side "
+                       f"ORDER BY port, side")
+    return [["tcp", int(r[0]), r[1], *map(int, r[2:16]), json.loads(r[16])]
+            for r in (line.split("\t") for line in rows.splitlines())]
+
+
+def test_tcp_quality_rows_sum_to_the_summary(tmp_path):
+    summary = _read_into(tmp_path / "h", QUALITY, "--analyser", "tcp_quality")
+    expected = summary["tcp_quality"]["rows"]
+    assert expected and quality_rows_stored(_store(tmp_path / "h")) == expected

@@ -137,3 +137,43 @@ def test_prometheus_scrapes_sums_that_add_up(tmp_path):
         exporter.close()
         server.stop()
     assert os.path.isdir(tmp_path / "data")
+
+
+def test_rtt_histogram_of_allow_listed_ports():
+    """tcp_quality's RTT histogram, for the allow-listed ports only, fed to the sink
+    as the aggregator would (this capture is a pcapng: no filler can follow it)."""
+    from types import SimpleNamespace
+    from pt_engine import stream
+    from pt_engine.config import PortSpec
+    from pt_engine.sinks import SinkContext, open_outputs, parse_destination
+    quality = Path(__file__).parent / "quality-corpus" / \
+        "pkt2flow_200722_win_scale_examples_anon.pcapng"
+    result = run_cli("read", str(quality), "--analyser", "tcp_quality")
+    records = stream.decode(result.stdout)
+    rows = records[-1]["tcp_quality"]["rows"]
+    port = free_port()
+    outputs = open_outputs([parse_destination(f"prometheus:127.0.0.1:{port}", "msgpack")],
+                           SinkContext(live=False, options=SimpleNamespace(
+                               prometheus_ports=PortSpec.parse("2000"))))
+    for record in records:
+        outputs.write(record)
+    sink = outputs.sinks[0]
+    while sink.backlog() or sink._busy:
+        time.sleep(0.01)
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    finally:
+        outputs.close()
+    assert "# TYPE pt_engine_tcp_rtt_seconds histogram" in text
+    hist = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+            if line.startswith("pt_engine_tcp_rtt_seconds")}
+    assert {key.split('port="')[1].split('"')[0] for key in hist} == {"2000"}
+    sides = [r for r in rows if r[1] == 2000 and r[3]]
+    assert len(sides) == 2
+    for row in sides:
+        labels = f'port="2000",side="{row[2]}"'
+        assert hist[f"pt_engine_tcp_rtt_seconds_count{{{labels}}}"] == row[3]
+        assert hist[f"pt_engine_tcp_rtt_seconds_sum{{{labels}}}"] == row[4] / 1e9
+        assert hist[f'pt_engine_tcp_rtt_seconds_bucket{{le="0.004096",{labels}}}'] == \
+            sum(row[17][:13])                    # buckets 0..12: under 2^12 us
+        assert hist[f'pt_engine_tcp_rtt_seconds_bucket{{le="+Inf",{labels}}}'] == row[3]

@@ -39,7 +39,6 @@ _SOURCE_ROW = ('{"host":%s,"source":%s,"worker":%d,"window_start":%d,"received":
                '"dropped":%d,"if_dropped":%d,"transport_dropped":%d,"batch":%d,'
                '"inserted":%d}\n')
 
-
 def host_name(opts) -> str:
     """The host column: --host-name (config host_name), else this machine's name."""
     return getattr(opts, "host_name", None) or socket.gethostname()
@@ -140,6 +139,14 @@ class WarehouseSink(ThreadedSink):
                 if counts["packets"]:
                     classes.append(_CLASS_ROW % (host, iface, name, start, counts["packets"],
                                                  counts["bytes"], bid, ins))
+        quality = (window.get("tcp_quality") or {}).get("rows") or ()
+        interface = json.loads(self._interface)
+        for row in quality:          # few rows (TCP ports with data): plain json.dumps
+            fields = {"host": self._host_text, "interface": interface, "port": row[1],
+                      "side": row[2], "window_start": start,
+                      **dict(zip(warehouse.QUALITY_COLUMNS, row[3:17])),
+                      "rtt_hist": row[17], "batch": bid, "inserted": ins}
+            batch.rows["pt_tcp_quality"].append(json.dumps(fields) + "\n")
         for src in window.get("sources") or ():
             batch.rows["pt_sources"].append(_SOURCE_ROW % (
                 host, json.dumps(str(src.get("name", ""))), src.get("worker", 0), start,

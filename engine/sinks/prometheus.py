@@ -32,6 +32,11 @@ DEFAULT_PORTS = ("22,25,53,80,110,123,143,161,389,443,445,465,587,636,993,995,33
                  "5432,6379,8080,8443")
 _TARGET = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})")
 _DIRECTIONS = ("in", "out")
+# The RTT histogram's buckets (docs/quality-rules.md section 8: bucket k holds
+# [2^(k-1), 2^k) µs) summed into Prometheus's cumulative le buckets every
+# second power of four: le = 2^k µs counts the samples of buckets 0..k, exactly.
+RTT_LE_POWERS = (6, 8, 10, 12, 14, 16, 18, 20, 22, 24)     # 64 µs ... 16.8 s
+_RTT_SAMPLES, _RTT_SUM, _RTT_HIST = 3, 4, 17              # tcp_quality row columns
 _SOURCE_COUNTERS = (("received", "packets libpcap received"),
                     ("dropped", "packets libpcap dropped (buffer full)"),
                     ("if_dropped", "packets the interface dropped"),
@@ -72,6 +77,7 @@ class PrometheusSink(ThreadedSink):
         self._ports: dict[tuple, list[int]] = {}       # (iface, proto, port) -> 4 counts
         self._classes: dict[tuple, list[int]] = {}     # (iface, class) -> packets, bytes
         self._sources: dict[tuple, dict] = {}          # (name, worker) -> libpcap counters
+        self._rtt: dict[tuple, list[int]] = {}         # (port, side) -> 32 buckets, sum, n
         self._several = False
         self._windows = 0
         self._late = 0
@@ -145,6 +151,14 @@ class PrometheusSink(ThreadedSink):
                     acc = self._classes.setdefault((iface, name), [0, 0])
                     acc[0] += counts["packets"]
                     acc[1] += counts["bytes"]
+            for row in (window.get("tcp_quality") or {}).get("rows") or ():
+                if not allowed[row[1]] or not row[_RTT_SAMPLES]:
+                    continue
+                acc = self._rtt.setdefault((row[1], row[2]), [0] * 34)
+                for i, count in enumerate(row[_RTT_HIST]):
+                    acc[i] += count
+                acc[32] += row[_RTT_SUM]
+                acc[33] += row[_RTT_SAMPLES]
             for src in window.get("sources") or ():
                 self._sources[(str(src.get("name", "")), int(src.get("worker", 0)))] = src
             self._windows += 1
@@ -172,6 +186,7 @@ class _Collector:
             ports = {k: list(v) for k, v in sink._ports.items()}
             classes = {k: list(v) for k, v in sink._classes.items()}
             sources = {k: dict(v) for k, v in sink._sources.items()}
+            rtt = {k: list(v) for k, v in sink._rtt.items()}
             several, windows, late = sink._several, sink._windows, sink._late
             last_end, backend = sink._last_end, sink._backend
         iface = ["interface"] if several else []
@@ -207,6 +222,8 @@ class _Collector:
             for (name, worker), src in sorted(sources.items()):
                 family.add_metric([name, str(worker)], int(src.get(field, 0)))
             yield family
+        if rtt:
+            yield _rtt_family(rtt)
         yield CounterMetricFamily("pt_engine_windows", "Windows emitted", value=windows)
         yield CounterMetricFamily("pt_engine_late_packets", "Packets older than their "
                                   "window (a clock that stepped back)", value=late)
@@ -220,3 +237,17 @@ class _Collector:
                                  labels=["version", "backend"])
         info.add_metric([__version__, backend], 1)
         yield info
+
+
+def _rtt_family(rtt: dict):
+    """pt_engine_tcp_rtt_seconds: the RTT samples of --analyser tcp_quality (native
+    or not) per allow-listed port and side, as a Prometheus histogram."""
+    from prometheus_client.core import HistogramMetricFamily
+    family = HistogramMetricFamily("pt_engine_tcp_rtt_seconds", "TCP round-trip time "
+                                   "samples (docs/quality-rules.md) per port and side",
+                                   labels=["port", "side"])
+    for (port, side), acc in sorted(rtt.items()):
+        buckets = [(f"{(1 << k) / 1e6:g}", sum(acc[:k + 1])) for k in RTT_LE_POWERS]
+        buckets.append(("+Inf", acc[33]))
+        family.add_metric([str(port), side], buckets, sum_value=acc[32] / 1e9)
+    return family
