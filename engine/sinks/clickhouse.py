@@ -175,7 +175,7 @@ class WarehouseSink(ThreadedSink):
                     if self._give_up():
                         self._abandon(batch)
                         raise
-                    self._sleep(delay)
+                    self._sleep(self._backoff(delay))
                     delay = min(delay * 2, BACKOFF_S[1])
         if self._away_since is not None:
             log(f"output {self.name}: the server is back after "
@@ -211,9 +211,17 @@ class WarehouseSink(ThreadedSink):
             return time.monotonic() - self._closing_seen > CLOSE_S / 2
         return False
 
+    def _backoff(self, delay: float) -> float:
+        """The next wait: `delay`, but no later than the give-up time when closing."""
+        if self._closing_seen is None:
+            return delay
+        return max(0.05, min(delay, CLOSE_S / 2 - (time.monotonic() - self._closing_seen)))
+
     def _sleep(self, seconds: float) -> None:
+        """The backoff: woken early only by a failure (closing does not cut it short,
+        or the last retries would spin)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._closing or self.failure is not None, seconds)
+            self._cond.wait_for(lambda: self.failure is not None, seconds)
 
     def _abandon(self, batch: _Batch) -> None:
         """The batch will not be inserted: its records were counted as written when
