@@ -97,6 +97,9 @@ def test_exposition_names_labels_and_other(tmp_path):
     assert classes['pt_engine_class_bytes_total{class="ported"}'] == \
         summary["classes"]["ported"]["bytes"]
     assert 'pt_engine_build_info{backend="' in text
+    outputs = _samples(text, "pt_engine_output_dropped_records_total")
+    assert outputs == {f'pt_engine_output_dropped_records_total{{output="{name}"}}': 0.0
+                       for name in (f"prometheus:127.0.0.1:{exporter.port}", "/dev/null")}
 
 
 @pytest.mark.parametrize("target, message", [
@@ -177,3 +180,27 @@ def test_rtt_histogram_of_allow_listed_ports():
         assert hist[f'pt_engine_tcp_rtt_seconds_bucket{{le="0.004096",{labels}}}'] == \
             sum(row[17][:13])                    # buckets 0..12: under 2^12 us
         assert hist[f'pt_engine_tcp_rtt_seconds_bucket{{le="+Inf",{labels}}}'] == row[3]
+
+
+def test_subscribers_of_a_unix_output(tmp_path):
+    import socket
+    from types import SimpleNamespace
+    from pt_engine.sinks import SinkContext, open_outputs, parse_destination
+    port, path = free_port(), tmp_path / "s.sock"
+    outputs = open_outputs([parse_destination(f"prometheus:127.0.0.1:{port}", "msgpack"),
+                            parse_destination(f"unix:{path}", "msgpack")],
+                           SinkContext(live=True, options=SimpleNamespace()))
+    client = socket.socket(socket.AF_UNIX)
+    try:
+        client.connect(str(path))
+        deadline = time.monotonic() + 10
+        while True:
+            outputs.poll()
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            if f'pt_engine_subscribers{{output="{outputs.sinks[1].name}"}} 1.0' in text:
+                break
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
+    finally:
+        client.close()
+        outputs.close()

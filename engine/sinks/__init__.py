@@ -349,6 +349,9 @@ def open_outputs(destinations, ctx: SinkContext) -> Outputs:
     try:
         for dest in destinations:
             sinks.append(load("sinks", dest.scheme)(dest, ctx))
+        for sink in sinks:
+            if hasattr(sink, "peers"):       # a sink that reports on the others (prometheus)
+                sink.peers = list(sinks)
     except BaseException:
         for sink in sinks:
             sink.close()

@@ -63,6 +63,7 @@ class PrometheusSink(ThreadedSink):
 
     on_failure = "continue"
     formats = ()
+    peers: list = []              # every output of the run, set by open_outputs
 
     def __init__(self, dest: Destination, ctx: SinkContext):
         try:
@@ -230,9 +231,24 @@ class _Collector:
         yield GaugeMetricFamily("pt_engine_last_window_end_seconds", "End of the newest "
                                 "window, packet time, seconds since the epoch",
                                 value=last_end)
-        yield CounterMetricFamily("pt_engine_exporter_dropped_records", "Records this "
-                                  "exporter could not take (its queue was full)",
-                                  value=sink.dropped)
+        written = CounterMetricFamily("pt_engine_output_written_records", "Records each "
+                                      "output wrote (or took, for this one)",
+                                      labels=["output"])
+        dropped = CounterMetricFamily("pt_engine_output_dropped_records", "Records each "
+                                      "output dropped (queue full, failed)",
+                                      labels=["output"])
+        subscribers = GaugeMetricFamily("pt_engine_subscribers", "Subscribers connected to "
+                                        "each unix: output", labels=["output"])
+        for peer in sink.peers:
+            written.add_metric([peer.name], peer.written)
+            dropped.add_metric([peer.name], peer.dropped)
+            socket = getattr(peer, "socket", None)
+            if socket is not None and hasattr(socket, "subscribers"):
+                subscribers.add_metric([peer.name], socket.subscribers)
+        yield written
+        yield dropped
+        if subscribers.samples:
+            yield subscribers
         info = GaugeMetricFamily("pt_engine_build_info", "pt-engine's version and backend",
                                  labels=["version", "backend"])
         info.add_metric([__version__, backend], 1)
