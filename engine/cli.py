@@ -40,10 +40,11 @@ _DESCRIPTIONS = {
                "running engine (--connect), from capture files (--read), or from a live "
                "capture of record's own with the options of `run`."),
 }
-COMMANDS = ("read", "run", "top", "record", "plot", "plugins")
+COMMANDS = ("read", "run", "top", "record", "plot", "history", "plugins")
 # The one-line help of each subcommand in `pt-engine --help`.
 _SUMMARIES = {**{command: summary for command, (summary, _) in _DESCRIPTIONS.items()},
               "plot": "chart recorded streams as a PNG",
+              "history": "query a history (history:PATH, clickhouse:URL)",
               "plugins": "list the installed sources, analysers, observers and sinks"}
 _ALL = object()     # _parser: build every subcommand's parser
 
@@ -103,6 +104,9 @@ def _parser(config: dict | None = None, only=_ALL) -> argparse.ArgumentParser:
         elif command == "plot":
             from . import plot
             plot.add_parser(sub, summary)
+        elif command == "history":
+            from . import history
+            history.add_parser(sub, summary, config)
         else:
             sub.add_parser(command, help=summary, description="List every plugin, built-in "
                            "or installed, with its package and version.")
@@ -265,6 +269,9 @@ def _main(argv: list[str]) -> int:
         if args.command == "plot":
             from . import plot
             return plot.main(args)
+        if args.command == "history":
+            from . import history
+            return history.main(args)
         if args.command == "plugins":
             return _plugins()
         parser.print_usage(sys.stderr)

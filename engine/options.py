@@ -54,6 +54,7 @@ class Opt:
     toml: bool = True
     switch: bool = False              # store_true
     label: str | None = None          # what messages call it, if not its long flag
+    cli: bool = True                  # False: a config file key only (credentials)
 
     @property
     def name(self) -> str:
@@ -137,6 +138,25 @@ OPTIONS: tuple[Opt, ...] = (
         "json: or msgpack: to choose the encoding of one output (json:-)",
         ("read", "run"), metavar="DEST", repeat=True, check=config.check_outputs,
         field="outputs"),
+    # --- what clickhouse:, history: and prometheus: outputs write (sinks/clickhouse.py,
+    # sinks/prometheus.py); credentials and TLS files come from the config file only.
+    Opt("host_name", ("--host-name",), "the host column of clickhouse: and history: "
+        "outputs (default: this machine's host name)", ("read", "run"), metavar="NAME",
+        check=config.check_text),
+    Opt("prometheus_ports", ("--prometheus-ports",), "ports a prometheus: output labels "
+        "by number; the others are summed into port=\"other\" (default: the --ports "
+        "selection, else a short list of well-known ports, README)", ("read", "run"),
+        metavar="SPEC", check=config.check_ports, convert=PortSpec.parse),
+    *(Opt(key, (), text, ("read", "run", "history"), check=config.check_text, cli=False)
+      for key, text in (("clickhouse_user", "user of clickhouse: outputs and sources "
+                         "($PT_ENGINE_CLICKHOUSE_USER wins)"),
+                        ("clickhouse_password", "password of clickhouse: outputs and "
+                         "sources ($PT_ENGINE_CLICKHOUSE_PASSWORD wins)"),
+                        ("prometheus_tls_cert", "prometheus: serves HTTPS with this "
+                         "certificate (PEM file)"),
+                        ("prometheus_tls_key", "the certificate's private key (PEM file)"),
+                        ("prometheus_tls_client_ca", "prometheus: asks every client for a "
+                         "certificate signed by these CAs (PEM file)"))),
     Opt("format", ("--format",), "encoding of outputs without a prefix: msgpack (default) "
         "or json lines (default when stdout is a terminal)", ("read", "run"),
         choices=("msgpack", "json"), check=config.check_format),
@@ -166,7 +186,7 @@ OPTIONS: tuple[Opt, ...] = (
     # --- config and alerts ------------------------------------------------------------
     Opt("config", ("--config",), "TOML config file; the command line overrides it "
         "(default: $PT_ENGINE_CONFIG, else the first that exists of "
-        "~/.config/pt-engine/config.toml and /etc/pt-engine/config.toml)", _ALL,
+        "~/.config/pt-engine/config.toml and /etc/pt-engine/config.toml)", (*_ALL, "history"),
         metavar="PATH", toml=False),
     Opt("alert", ("--alert",), f"alert rule, repeatable (replaces the config file's "
         f"rules): {ALERT_SYNTAX}, e.g. tcp:443:in:bytes_per_s>10M:for=3. PROTO: tcp, "
@@ -238,6 +258,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str,
                   config_defaults: dict | None = None) -> None:
     """The options of `command`, with the config file's settings as defaults."""
     for opt in for_command(command):
+        if not opt.cli:
+            parser.set_defaults(**{opt.attr: opt.default})
+            continue
         kwargs: dict = {"help": opt.help}
         if opt.switch:
             kwargs.update(action="store_true")

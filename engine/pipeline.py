@@ -370,7 +370,8 @@ class _Pipeline:
         ctx = SinkContext(live=self.live, snapshot=self.aggregator.snapshot,
                           socket_mode=opts.socket_mode, socket_group=opts.socket_group,
                           subscriber_buffer=opts.subscriber_buffer,
-                          user=getattr(opts, "user", None), queue_bytes=opts.output_buffer)
+                          user=getattr(opts, "user", None), queue_bytes=opts.output_buffer,
+                          options=opts)
         return open_outputs(opts.outputs, ctx)
 
     def _emit(self, record: dict) -> None:

@@ -278,6 +278,18 @@ class _Files:
                 yield segment, start, end, rows, qrows
 
 
+def _source(paths: list[str], since_ns, until_ns, last_ns):
+    """The windows of recording files, or of one history (history:PATH,
+    clickhouse:URL; pt_engine.history), which answers the range itself."""
+    from .warehouse import is_store
+    if not any(is_store(path) for path in paths):
+        return _Files(paths)
+    if len(paths) > 1:
+        raise ConfigError(f"{', '.join(paths)}: chart one history at a time, or files")
+    from .history import StoreWindows
+    return StoreWindows(paths[0], since_ns, until_ns, last_ns)
+
+
 class _Totals:
     """Bytes per port over the windows that start in [lo_filter, hi_filter)."""
 
@@ -332,7 +344,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     message counts the records read), or when no window falls in the range.
     """
     import numpy as np
-    files = _Files(list(paths))
+    files = _source(list(paths), since_ns, until_ns, last_ns)
     segments: dict[int, list[int]] = {}      # segment -> [first start, last end]
     intervals: set[int] = set()
     sources: list[str] = []

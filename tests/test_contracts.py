@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.request
 
 import msgpack
 import numpy as np
@@ -255,7 +256,69 @@ def _open(scheme: str, tmp_path, monkeypatch, fmt: str = "msgpack"):
     raise AssertionError(f"no contract set-up for the built-in sink {scheme!r}: add one")
 
 
-@pytest.mark.parametrize("scheme", builtin("sinks"))
+def _port_bytes_of(scheme: str, tmp_path):
+    """Sinks that store what the records say rather than the records: (a sink of
+    `scheme`, a function giving the port bytes it holds: called before close)."""
+    from types import SimpleNamespace
+    import servers
+    opts = SimpleNamespace(host_name="contract", clickhouse_user="default",
+                           clickhouse_password=servers.CLICKHOUSE_PASSWORD)
+    ctx = SinkContext(live=False, options=opts)
+    if scheme == "prometheus":
+        port = servers.free_port()
+        sink = sinks.open_outputs([sinks.parse_destination(f"prometheus:127.0.0.1:{port}",
+                                                           "msgpack")], ctx).sinks[0]
+
+        def read() -> int:
+            while sink.backlog() or sink._busy:
+                time.sleep(0.01)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            return int(sum(float(line.split()[-1]) for line in text.splitlines()
+                           if line.startswith("pt_engine_port_bytes_total{")))
+        return sink, read
+    if scheme == "history":
+        text = f"history:{tmp_path / 'h'}"
+    else:
+        if servers.why_not_clickhouse():
+            pytest.skip(servers.why_not_clickhouse())
+        server = servers.ClickHouse(tmp_path)
+        server.start()
+        text = f"clickhouse:{server.url}/contract"
+    sink = sinks.open_outputs([sinks.parse_destination(text, "msgpack")], ctx).sinks[0]
+    store = sink.store
+
+    def read() -> int:
+        try:
+            return int(store.query(f"SELECT sum(bytes) FROM {store.database}.pt_ports"))
+        finally:
+            if scheme == "clickhouse":
+                server.stop()
+    return sink, read
+
+
+@pytest.mark.parametrize("scheme", ["prometheus", "history", "clickhouse"])
+def test_storing_sink_contract(scheme, tmp_path):
+    """Sinks that store counters: write() never waits, everything is taken, and
+    what they hold adds up to the stream's port bytes."""
+    records = _stream_records(tmp_path)
+    sink, port_bytes = _port_bytes_of(scheme, tmp_path)
+    assert sink.on_failure == "continue"
+    start = time.monotonic()
+    for record in records:
+        sink.write(record)
+    assert time.monotonic() - start < 5
+    if scheme == "prometheus":
+        held = port_bytes()
+        sink.close()
+    else:
+        sink.close()
+        held = port_bytes()
+    assert held == sum(r[3] + r[5] for r in records[-1]["ports"])
+    assert (sink.failure, sink.dropped, sink.written) == (None, 0, len(records))
+
+
+@pytest.mark.parametrize("scheme", sorted(set(builtin("sinks")) -
+                                          {"prometheus", "history", "clickhouse"}))
 def test_sink_contract(scheme, tmp_path, monkeypatch):
     """Every record written comes out whole and in order, and nothing was dropped."""
     records = _stream_records(tmp_path)

@@ -52,6 +52,9 @@ BUILTIN = {
     "file": "pt_engine.sinks.files:FileSink",
     "unix": "pt_engine.sinks.unix:UnixSocketSink",
     "recording": "pt_engine.sinks.recording:RecordingSink",
+    "clickhouse": "pt_engine.sinks.clickhouse:ClickHouseSink",
+    "history": "pt_engine.sinks.clickhouse:HistorySink",
+    "prometheus": "pt_engine.sinks.prometheus:PrometheusSink",
 }
 _SCHEME = re.compile(r"([a-z][a-z0-9+.-]+):(.*)", re.S)
 DEFAULT_QUEUE_BYTES = 64 << 20
@@ -111,6 +114,7 @@ class SinkContext:
     user: str | None = None                      # --user: who must remove a socket
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     stall_s: float = STALL_S
+    options: object = None                       # the run's options (sinks with settings)
 
 
 class Sink:
@@ -265,6 +269,11 @@ class ThreadedSink(Sink):
         self._queue.clear()
         self._queued = 0
 
+    def backlog(self) -> int:
+        """Records queued and not yet given to write_bytes (a batching sink asks)."""
+        with self._cond:
+            return len(self._queue)
+
     # --- subclasses ------------------------------------------------------------------
     def write_bytes(self, data: bytes, kind: str) -> None:
         raise NotImplementedError
@@ -340,6 +349,9 @@ def open_outputs(destinations, ctx: SinkContext) -> Outputs:
     try:
         for dest in destinations:
             sinks.append(load("sinks", dest.scheme)(dest, ctx))
+        for sink in sinks:
+            if hasattr(sink, "peers"):       # a sink that reports on the others (prometheus)
+                sink.peers = list(sinks)
     except BaseException:
         for sink in sinks:
             sink.close()
