@@ -160,8 +160,10 @@ def series(store, q: Query) -> dict:
 
 class StoreWindows:
     """A history as plot reads recordings: ``windows(hello)`` yields (segment 0,
-    start_ns, end_ns, port rows in the stream's form) per stored step of the
-    range, after one hello giving the step as the window length."""
+    start_ns, end_ns, port rows in the stream's form, None) per stored step of
+    the range, after one hello giving the step as the window length. The
+    last item, a recording's tcp_quality rows, is None: plot does not chart
+    pt_tcp_quality from a history yet."""
 
     def __init__(self, text: str, since_ns: int | None, until_ns: int | None,
                  last_ns: int | None):
@@ -189,11 +191,11 @@ class StoreWindows:
             t = int(r[0])
             if t != current:
                 if current is not None:
-                    yield 0, current * _NS, (current + step) * _NS, rows
+                    yield 0, current * _NS, (current + step) * _NS, rows, None
                 current, rows = t, []
             rows.append([r[1], int(r[2]), *map(int, r[3:7])])
         if current is not None:
-            yield 0, current * _NS, (current + step) * _NS, rows
+            yield 0, current * _NS, (current + step) * _NS, rows, None
 
 
 def _iso(seconds: int) -> str:
