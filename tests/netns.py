@@ -83,12 +83,16 @@ class VethPair:
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 
-def set_offloads(device: str, on: bool, netns: str | None = None) -> None:
-    """Turn TSO, GSO and GRO on or off (ethtool's set ioctls), as `ethtool -K`."""
+def set_offloads(device: str, on: bool, netns: str | None = None,
+                 tx_checksum: bool = False) -> None:
+    """Turn TSO, GSO and GRO on or off (ethtool's set ioctls), as `ethtool -K`;
+    with `tx_checksum`, transmit checksumming too (frames leave with their
+    checksums computed)."""
+    cmds = "0x1f, 0x24, 0x2c" + (", 0x17" if tx_checksum else "")
     code = (
         "import ctypes, fcntl, socket, struct, sys\n"
         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-        "for cmd in (0x1f, 0x24, 0x2c):\n"
+        f"for cmd in ({cmds}):\n"
         "    v = ctypes.create_string_buffer(struct.pack('II', cmd, int(sys.argv[2])), 8)\n"
         "    r = bytearray(struct.pack('16sP', sys.argv[1].encode(), ctypes.addressof(v)).ljust(40, b'\\0'))\n"
         "    fcntl.ioctl(s.fileno(), 0x8946, r)\n")

@@ -102,6 +102,28 @@ def rtt_bucket(rtt_ns: int) -> int:
     return min(HIST_BUCKETS - 1, (rtt_ns // 1000).bit_length())
 
 
+def bucket_range_ns(k: int) -> tuple[int, float]:
+    """The RTTs bucket k holds, [lo, hi) in ns (the last one has no end)."""
+    lo = 0 if k == 0 else 1000 << (k - 1)
+    return lo, float("inf") if k == HIST_BUCKETS - 1 else 1000 << k
+
+
+def percentile_range(hist: list[int], fraction: float) -> tuple[int, float] | None:
+    """The bucket's range [lo, hi) ns that holds the RTT below which `fraction`
+    of the samples lie (the p50 for 0.5); None without samples. The histogram
+    knows no more than that range."""
+    total = sum(hist)
+    if not total:
+        return None
+    rank = max(1, -(-int(fraction * total * 1_000_000) // 1_000_000))    # ceil, no float drift
+    seen = 0
+    for k, n in enumerate(hist):
+        seen += n
+        if seen >= rank:
+            return bucket_range_ns(k)
+    raise AssertionError("unreachable: the ranks add up to the total")
+
+
 # --- the state ------------------------------------------------------------------------------
 
 class Segment:
