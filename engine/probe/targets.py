@@ -45,7 +45,8 @@ def _local_broadcasts() -> set[Address]:
     out = set()
     for addrs in psutil.net_if_addrs().values():
         for addr in addrs:
-            if addr.family == socket.AF_INET and addr.broadcast:
+            if addr.family == socket.AF_INET and addr.broadcast and \
+                    addr.broadcast != addr.address:     # no broadcast set: psutil repeats it
                 try:
                     out.add(ipaddress.IPv4Address(addr.broadcast))
                 except ValueError:
