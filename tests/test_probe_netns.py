@@ -154,3 +154,16 @@ def test_loss_ratio_is_within_the_binomial_interval():
     assert lo <= lost <= hi, (lost, lo, hi)
     assert final["loss_ratio"] == lost / n
     assert final["late"] == 0 and final["duplicates"] == 0
+
+
+def test_replies_after_the_timeout_are_late_never_samples():
+    from linkemu import LinkBed
+    with LinkBed(delay_ms=150, jitter_ms=0, loss=0.0, seed=4) as bed:
+        records, final = _ping_across(bed, "--count", "5", "--interval", "0.1",
+                                      "--timeout", "0.2")
+    # RTT 300 ms > 200 ms: every probe is lost; the replies that come while the
+    # run still waits for later probes (those of the first three at least) are late
+    assert (final["sent"], final["received"], final["loss_ratio"]) == (5, 0, 1.0)
+    assert 3 <= final["late"] <= 5 and final["rtt_avg_ns"] is None and not final["up"]
+    windows = [r for r in records if r["type"] == "ping" and not r.get("final")]
+    assert sum(w["late"] for w in windows) == final["late"]
