@@ -12,6 +12,7 @@ Loopback, private and link-local addresses are allowed: they are the user's.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ class Target:
     address: Address
     given: str
 
-    @property
+    @functools.cached_property
     def text(self) -> str:
+        """The address as text (made once: every probe of a scan names it)."""
         return str(self.address)
 
     @property
