@@ -4,6 +4,7 @@
                          [--callgrind] [--baseline RESULTS.json]
     python -m benchmarks plot RESULTS.json [-o OUT.png]
     python -m benchmarks live [--seconds S] [--rates PPS...]
+    python -m benchmarks probe [--rounds N]     (ping and scan against nmap, fping, ping)
 """
 from __future__ import annotations
 
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         return _plot(argv[1:])
     if argv and argv[0] == "live":
         return _live(argv[1:])
+    if argv and argv[0] == "probe":
+        from . import probe
+        return probe.main(argv[1:])
     try:
         return _run(argv)
     except KeyboardInterrupt:

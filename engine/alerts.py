@@ -1,4 +1,5 @@
-"""Threshold alerts: rules (pt_engine.config.AlertRule) checked on every window record.
+"""Threshold alerts: rules (pt_engine.config.AlertRule) checked on every window record,
+and ping rules (pt_engine.config.PingRule) on every ping record of `pt-engine ping`.
 
 An ``Alerts`` object is an observer (pt_engine.observers): it sees the stream's records and
 returns ``alert`` and ``resolved`` records to write after them
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 
 from . import stream
 from .analysers import tcp_quality as _quality
-from .config import AlertRule, si
+from .config import AlertRule, PingRule, si
 from .log import log
 from .observers import Observer
 from .stream import COL
@@ -79,7 +80,9 @@ class Alerts(Observer):
 
     def __init__(self, rules: tuple[AlertRule, ...] = (), on_alert: str | None = None,
                  timeout: float = 10.0, max_hooks: int = 4):
-        self.rules = tuple(rules)
+        self.rules = tuple(r for r in rules if not isinstance(r, PingRule))
+        self.ping_rules = tuple(r for r in rules if isinstance(r, PingRule))
+        self._ping_states: list[dict[tuple, _State]] = [{} for _ in self.ping_rules]
         self.hooks = Hooks(on_alert, timeout, max_hooks) if on_alert else None
         self.interval_ns: int | None = None
         self._next_ns: int | None = None      # start of the window expected next
@@ -100,6 +103,8 @@ class Alerts(Observer):
         if record.get("type") == "hello":
             self.interval_ns = record["interval_ns"]
             return []
+        if record.get("type") == "ping" and not record.get("final"):
+            return self._ping(record)
         if record.get("type") != "window" or self.interval_ns is None or not self.rules:
             return []
         start = record["start_ns"]
@@ -120,6 +125,21 @@ class Alerts(Observer):
         """Let running hooks finish (each until its timeout)."""
         if self.hooks is not None:
             self.hooks.close()
+
+    def _ping(self, record: dict) -> list[dict]:
+        """The alert and resolved records of one ping window: each ping rule keeps a
+        state per (target, port); a window without the rule's figure (no reply)
+        leaves it as it is."""
+        out = []
+        key = (record["target"], record["port"])
+        window = (record["window_start_ns"], record["window_end_ns"])
+        for rule, states in zip(self.ping_rules, self._ping_states):
+            value = rule.value(record) if rule.matches(key[0]) else None
+            if value is not None:
+                out += self._advance(rule, states, key, value, window)
+        for alert in out:
+            self._report(alert)
+        return out
 
     def _rates(self, i: int, rows: list) -> dict[tuple, float]:
         """key -> rate of the rows rule i matches: key (proto, port) for scope port,
@@ -154,18 +174,21 @@ class Alerts(Observer):
         out = []
         idle = sorted(key for key in states if key not in rates)
         for key in [*rates, *idle]:
-            rate = rates.get(key, 0.0)
-            state = states.get(key)
-            if state is None:
-                if not rule.violated(rate):
-                    continue
-                state = states[key] = _State()
-            alert = self._step(rule, key, state, rate, start)
-            if alert is not None:
-                out.append(alert)
-            if not state.active and not state.over:
-                del states[key]
+            out += self._advance(rule, states, key, rates.get(key, 0.0), start)
         return out
+
+    def _advance(self, rule, states: dict, key: tuple, value: float, start) -> list[dict]:
+        """One window of one state (made when the value is past the limit, dropped
+        when it is idle again); the record it causes, if any, in a list."""
+        state = states.get(key)
+        if state is None:
+            if not rule.violated(value):
+                return []
+            state = states[key] = _State()
+        alert = self._step(rule, key, state, value, start)
+        if not state.active and not state.over:
+            del states[key]
+        return [] if alert is None else [alert]
 
     def _step(self, rule: AlertRule, key: tuple, state: _State, rate: float,
               start: int) -> dict | None:
@@ -176,12 +199,13 @@ class Alerts(Observer):
                 return None
             state.over += 1
             if state.over == 1:
-                state.since_ns = start
+                state.since_ns = _start(start)
             if state.over < rule.for_windows:
                 return None
-            state.active, state.fired_ns, state.peak, state.under = True, start, rate, 0
-            return stream.alert(*self._fields(rule, key, rate, start),
-                                since_ns=state.since_ns, windows_over=state.over)
+            state.active, state.fired_ns, state.peak, state.under = True, _start(start), rate, 0
+            build = stream.ping_alert if isinstance(rule, PingRule) else stream.alert
+            return build(*self._fields(rule, key, rate, start), since_ns=state.since_ns,
+                         windows_over=state.over)
         state.peak = min(state.peak, rate) if rule.below else max(state.peak, rate)
         if not rule.cleared(rate):
             state.under = 0
@@ -216,21 +240,29 @@ class Alerts(Observer):
                 del states[key]
         return out
 
-    def _resolve(self, rule: AlertRule, key: tuple, state: _State, rate: float,
-                 start: int) -> dict:
+    def _resolve(self, rule: AlertRule | PingRule, key: tuple, state: _State, rate: float,
+                 start) -> dict:
         state.active, state.over = False, 0
-        return stream.resolved(*self._fields(rule, key, rate, start),
+        build = stream.ping_resolved if isinstance(rule, PingRule) else stream.resolved
+        return build(*self._fields(rule, key, rate, start),
                                clear_level=rule.clear_level, since_ns=state.since_ns,
                                fired_ns=state.fired_ns, peak=state.peak)
 
-    def _fields(self, rule: AlertRule, key: tuple, rate: float, start: int) -> tuple:
-        """The leading fields of an alert or resolved record (pt_engine.stream)."""
+    def _fields(self, rule: AlertRule | PingRule, key: tuple, rate: float, start) -> tuple:
+        """The leading fields of an alert or resolved record (pt_engine.stream);
+        `start` is a window's start, or a ping window's (start, end)."""
+        if isinstance(rule, PingRule):
+            return (rule.name, key[0], key[1], rule.metric, rule.op, rate, rule.limit, *start)
         return (rule.name, rule.scope, key[0], key[1], rule.direction, rule.metric, rule.op,
                 rate, rule.limit, start, start + self.interval_ns)
 
     def _report(self, alert: dict) -> None:
-        unit = _UNITS[alert["metric"]] or alert["metric"]
-        where = f"{alert['proto']}/{alert['port']} {alert['direction']}"
+        unit = _UNITS.get(alert["metric"], "ms" if alert["metric"].endswith("_ms") else "") \
+            or alert["metric"]
+        if "target" in alert:
+            where = alert["target"] + (f" tcp/{alert['port']}" if alert["port"] else "")
+        else:
+            where = f"{alert['proto']}/{alert['port']} {alert['direction']}"
         when = _utc(alert["window_start_ns"])
         below = alert["op"] == "<"
         if alert["type"] == "alert":
@@ -245,6 +277,11 @@ class Alerts(Observer):
                 f"{si(alert['peak'])} {unit}")
         if self.hooks is not None:
             self.hooks.run(alert)
+
+
+def _start(start) -> int:
+    """The start of a window given as its start or as a ping window's (start, end)."""
+    return start[0] if isinstance(start, tuple) else start
 
 
 def _utc(ns: int) -> str:

@@ -39,8 +39,20 @@ _DESCRIPTIONS = {
                "size into FILE.1 ... FILE.N, whole records only). The stream comes from a "
                "running engine (--connect), from capture files (--read), or from a live "
                "capture of record's own with the options of `run`."),
+    "ping": ("latency, loss and jitter to targets; sweeps (ICMP echo or TCP connect)",
+             "Probe each TARGET with ICMP echo (an unprivileged ICMP socket where the "
+             "system allows one, a raw socket as root) or, with --tcp, the TCP connect "
+             "time, and stream ping records: per target and window sent, received, "
+             "loss, RTT min/avg/max/p50/p95, jitter; at the end each target's totals. "
+             "One round by default (a sweep of a range, as fping -g); --count 0 or "
+             "--duration for a continuous run. On a terminal: a table."),
+    "scan": ("TCP connect port scan: open, closed, filtered",
+             "Connect to each --ports port of each TARGET and stream one scan record per "
+             "target: each port open (handshake), closed (reset) or filtered (no answer "
+             "after --retries more tries, or unreachable), with its answer time. No "
+             "privileges needed. On a terminal: a port table, as nmap's."),
 }
-COMMANDS = ("read", "run", "top", "record", "plot", "history", "plugins")
+COMMANDS = ("read", "run", "top", "record", "ping", "scan", "plot", "history", "plugins")
 # The one-line help of each subcommand in `pt-engine --help`.
 _SUMMARIES = {**{command: summary for command, (summary, _) in _DESCRIPTIONS.items()},
               "plot": "chart recorded streams as a PNG",
@@ -136,6 +148,14 @@ def _run(args) -> int:
     opts = options.build("run", args, outputs=_destinations(args))
     RunPipeline(opts).run()
     return 0
+
+
+def _probe(args) -> int:
+    """ping and scan: outputs as for read and run; on a terminal, with neither
+    --output nor --format, a human table instead (pt_engine.probe.table)."""
+    from .probe import command
+    table = not args.output and args.format is None and sys.stdout.isatty()
+    return command.main(args.command, args, () if table else _destinations(args))
 
 
 def _capture_argv(args) -> list[str]:
@@ -260,6 +280,8 @@ def _main(argv: list[str]) -> int:
             return _read(args)
         if args.command == "run":
             return _run(args)
+        if args.command in ("ping", "scan"):
+            return _probe(args)
         if args.command == "top":
             from . import top
             return top.main(args, _capture_argv(args))

@@ -220,6 +220,47 @@ def _alert_hooks(value) -> int:
     return value
 
 
+# --- ping and scan ---------------------------------------------------------------------
+
+def port_list(text: str, flag: str) -> list[int]:
+    """The ports of a --ports / --tcp spec for probing (22,80,https,8000-8100), in
+    ascending order; port 0 cannot be connected to. Raises ConfigError naming `flag`."""
+    try:
+        mask = _port_mask(text)
+    except _Bad as bad:
+        raise ConfigError(f"{flag} {bad}") from None
+    if mask[0]:
+        raise ConfigError(f"{flag} {text!r}: port 0 cannot be probed; ports are 1-65535")
+    return [int(port) for port in mask.nonzero()[0]]
+
+
+def _probe_ports(value) -> str:
+    _port_mask(_text(value))
+    return value
+
+
+def _bounded(low: float, high: float, unit: str, low_open: bool = False):
+    def check(value):
+        number = _number(value)
+        if number < low or number > high or (low_open and number == low):
+            raise _Bad(f"{value:g}: choose {'more than' if low_open else 'from'} {low:g} "
+                       f"{'and at most' if low_open else 'to'} {high:g}{unit}")
+        return value
+    return check
+
+
+check_probe_ports = _probe_ports
+check_count = _bounded(0, 10_000_000, "")
+check_probe_interval = _bounded(0, 3600, " seconds")
+check_probe_timeout = _bounded(0, 60, " seconds", low_open=True)
+check_rate = _bounded(0, 10_000_000, " probes per second (0: no limit)")
+check_concurrency = _bounded(1, 65536, "")
+check_retries = _bounded(0, 10, "")
+check_size = _bounded(0, 65000, " bytes")
+check_rounds = _bounded(1, 1_000_000, " rounds")
+check_max_targets = _bounded(1, 1 << 24, " addresses")
+
+
 # --- alert rules ---------------------------------------------------------------------
 
 ALERT_PROTOS = (*PROTO_NAMES, "*")
@@ -244,8 +285,30 @@ def si(value: float) -> str:
     return f"{value:.6g}"
 
 
+class _Threshold:
+    """What every rule shares: `limit`, `op`, `for_windows`, `clear_ratio`."""
+
+    @property
+    def below(self) -> bool:
+        """A rule for a value that falls too low (``<``)."""
+        return self.op == "<"
+
+    def violated(self, value: float) -> bool:
+        """The value is past the limit (strictly)."""
+        return value < self.limit if self.below else value > self.limit
+
+    def cleared(self, value: float) -> bool:
+        """The value is back on the right side of the clear level: under
+        limit * clear_ratio for ``>``, over limit / clear_ratio for ``<``."""
+        return value > self.clear_level if self.below else value < self.clear_level
+
+    @property
+    def clear_level(self) -> float:
+        return self.limit / self.clear_ratio if self.below else self.limit * self.clear_ratio
+
+
 @dataclass(frozen=True)
-class AlertRule:
+class AlertRule(_Threshold):
     """A threshold on the stream's per-port rates (README, "Alerts and config").
 
     `ports` is ``*``, a port (``443``) or a range (``8000-8100``); `proto` a
@@ -275,24 +338,6 @@ class AlertRule:
         return self.metric in QUALITY_METRICS
 
     @property
-    def below(self) -> bool:
-        """A rule for a service that goes quiet (``<``)."""
-        return self.op == "<"
-
-    def violated(self, rate: float) -> bool:
-        """The rate is past the limit (strictly)."""
-        return rate < self.limit if self.below else rate > self.limit
-
-    def cleared(self, rate: float) -> bool:
-        """The rate is back on the right side of the clear level: under
-        limit * clear_ratio for ``>``, over limit / clear_ratio for ``<``."""
-        return rate > self.clear_level if self.below else rate < self.clear_level
-
-    @property
-    def clear_level(self) -> float:
-        return self.limit / self.clear_ratio if self.below else self.limit * self.clear_ratio
-
-    @property
     def port_range(self) -> tuple[int, int]:
         """The ports as an inclusive (low, high) pair."""
         if self.ports == "*":
@@ -311,6 +356,108 @@ class AlertRule:
         if self.scope != "port":
             parts.append(f"scope={self.scope}")
         return ":".join(parts)
+
+
+# ping metric -> (ping record field, factor to the rule's unit)
+PING_METRICS = {"loss_ratio": ("loss_ratio", 1.0), "rtt_ms": ("rtt_avg_ns", 1e-6),
+                "rtt_min_ms": ("rtt_min_ns", 1e-6), "rtt_max_ms": ("rtt_max_ns", 1e-6),
+                "rtt_p50_ms": ("rtt_p50_ns", 1e-6), "rtt_p95_ms": ("rtt_p95_ns", 1e-6),
+                "jitter_ms": ("jitter_ns", 1e-6)}
+PING_ALERT_SYNTAX = "ping:TARGET:METRIC>LIMIT (or <LIMIT)[:for=N][:clear=R][:name=NAME]"
+
+
+@dataclass(frozen=True)
+class PingRule(_Threshold):
+    """A threshold on `pt-engine ping`'s windows (README, "Active probing").
+
+    `target` is ``*``, an address or a range (``192.0.2.0/24``): the rule keeps
+    a state per matching (target, port). `metric` is a PING_METRICS name:
+    loss_ratio (0 to 1) or an RTT or jitter figure in ms. It fires when past
+    `limit` for `for_windows` ping windows in a row and resolves when back past
+    the clear level as many windows in a row. A window without replies has no
+    RTT or jitter: it leaves such a rule's state as it is.
+    """
+
+    name: str
+    target: str
+    metric: str
+    limit: float
+    for_windows: int = 1
+    clear_ratio: float = 0.8
+    op: str = ">"
+
+    def matches(self, target: str) -> bool:
+        """The rule watches this target address (text)."""
+        if self.target == "*":
+            return True
+        import ipaddress
+        return ipaddress.ip_address(target) in ipaddress.ip_network(self.target,
+                                                                   strict=False)
+
+    def value(self, record: dict) -> float | None:
+        """The metric of a ping record in the rule's unit (None: no RTT in it)."""
+        key, factor = PING_METRICS[self.metric]
+        raw = record.get(key)
+        return None if raw is None else raw * factor
+
+
+def _ping_target(value) -> str:
+    import ipaddress
+    text = _text(value).strip().strip("[]")
+    if text == "*":
+        return text
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise _Bad(f"{value!r} is not *, an address or a range such as "
+                   f"192.0.2.0/24") from None
+
+
+def _ping_limit(value) -> float:
+    if value in (0, "0"):
+        return 0.0
+    return _limit(value)
+
+
+def _rule_options(text: str, options: list[str], allowed: tuple[str, ...],
+                  raw: dict) -> dict:
+    """The :word=value options of a rule into `raw` (by field); returns the word
+    each field was given as. Raises ConfigError for an unknown option."""
+    labels = {}
+    for option in options:
+        word, eq, value = option.partition("=")
+        if not eq or word not in allowed:
+            listed = ", ".join({"for": "for=N", "clear": "clear=R", "name": "name=NAME",
+                                "scope": "scope=port|sum"}[w] for w in allowed)
+            raise ConfigError(f"--alert {text!r}: unknown option {option!r}; the options are "
+                              f"{listed}")
+        key = _ALERT_OPTIONS[word]
+        raw[key] = _from_text(value) if word in ("for", "clear") else value
+        labels[key] = word
+    return labels
+
+
+def _checked_fields(text: str, raw: dict, labels: dict, checks: dict) -> dict:
+    checked = {}
+    for key, value in raw.items():
+        try:
+            checked[key] = checks[key](value)
+        except _Bad as bad:
+            raise ConfigError(f"--alert {text!r}: {labels.get(key, key)}: {bad}") from None
+    checked.setdefault("name", text)
+    return checked
+
+
+def parse_ping_alert(text: str, at: int) -> PingRule:
+    """A ``ping:TARGET:METRIC>LIMIT[:options]`` rule (`at`: the operator's index).
+    TARGET may be an IPv6 address: the metric is the last field before the operator."""
+    target, _, metric = text[len("ping:"):at].rpartition(":")
+    if not target or not metric:
+        raise ConfigError(f"--alert {text!r}: write a ping rule as {PING_ALERT_SYNTAX}")
+    limit, *options = text[at + 1:].split(":")
+    raw = {"target": target, "metric": metric, "limit": limit, "op": text[at]}
+    labels = _rule_options(text, options, ("for", "clear", "name"), raw)
+    return PingRule(**_checked_fields(text, raw, labels, _PING_FIELDS))
 
 
 def _rule_ports(value) -> str:
@@ -361,6 +508,12 @@ _RULE_DEFAULTS = {"ports": "*", "proto": "*", "direction": "both"}
 _ALERT_OPTIONS = {"for": "for_windows", "clear": "clear_ratio", "scope": "scope", "name": "name"}
 
 
+_PING_FIELDS = {"name": _text, "target": _ping_target,
+                "metric": _choice(*PING_METRICS), "limit": _ping_limit,
+                "for_windows": _for_windows, "clear_ratio": _clear_ratio,
+                "op": _choice(">", "<")}
+
+
 def _rule(checked: dict) -> AlertRule:
     """An AlertRule from checked fields; raises _Bad for a missing one."""
     values = {**_RULE_DEFAULTS, **checked}
@@ -388,44 +541,33 @@ def _from_text(word: str):
     return word
 
 
-def parse_alert(text: str) -> AlertRule:
-    """A rule in --alert syntax, e.g. ``tcp:443:in:bytes_per_s>10M:for=3`` (named so
-    unless it has a name= option).
+def parse_alert(text: str) -> AlertRule | PingRule:
+    """A rule in --alert syntax, e.g. ``tcp:443:in:bytes_per_s>10M:for=3`` or
+    ``ping:*:rtt_ms>50:for=3`` (named so unless it has a name= option).
 
     Raises ConfigError naming the rule and the part at fault.
     """
     at = min((i for i in (text.find(">"), text.find("<")) if i >= 0), default=-1)
+    if text.startswith("ping:") and at >= 0:
+        return parse_ping_alert(text, at)
     head, sep, tail = (text[:at], text[at], text[at + 1:]) if at >= 0 else (text, "", "")
     positional = head.split(":")
     if not sep or len(positional) != 4:
-        raise ConfigError(f"--alert {text!r}: write it as {ALERT_SYNTAX}")
+        raise ConfigError(f"--alert {text!r}: write it as {ALERT_SYNTAX}, or for ping "
+                          f"{PING_ALERT_SYNTAX}")
     limit, *options = tail.split(":")
     raw = dict(zip(("proto", "ports", "direction", "metric"), positional), limit=limit, op=sep)
-    labels = {}
-    for option in options:
-        word, eq, value = option.partition("=")
-        if not eq or word not in _ALERT_OPTIONS:
-            raise ConfigError(f"--alert {text!r}: unknown option {option!r}; the options are "
-                              f"for=N, clear=R, scope=port|sum, name=NAME")
-        key = _ALERT_OPTIONS[word]
-        raw[key] = _from_text(value) if word in ("for", "clear") else value
-        labels[key] = word
-    checked = {}
-    for key, value in raw.items():
-        try:
-            checked[key] = _RULE_FIELDS[key](value)
-        except _Bad as bad:
-            raise ConfigError(f"--alert {text!r}: {labels.get(key, key)}: {bad}") from None
-    checked.setdefault("name", text)
+    labels = _rule_options(text, options, ("for", "clear", "scope", "name"), raw)
+    checked = _checked_fields(text, raw, labels, _RULE_FIELDS)
     try:
         return _rule(checked)
     except _Bad as bad:
         raise ConfigError(f"--alert {text!r}: {bad}") from None
 
 
-def parse_alerts(texts) -> tuple[AlertRule, ...]:
+def parse_alerts(texts) -> tuple[AlertRule | PingRule, ...]:
     """Rules from --alert texts; raises ConfigError for a bad rule or a name used twice."""
-    rules: dict[str, AlertRule] = {}
+    rules: dict[str, AlertRule | PingRule] = {}
     for text in texts:
         rule = parse_alert(text)
         if rule.name in rules:

@@ -60,5 +60,10 @@ class TruncatedStream(StreamError):
     a recording cut off or still being written)."""
 
 
+class ProbeError(EngineError):
+    """`ping` or `scan` cannot probe: no ICMP socket without privileges, too few
+    file descriptors for the concurrency asked for."""
+
+
 class PluginError(EngineError):
     """A plugin (or a built-in stage named by the user) cannot be found or loaded."""

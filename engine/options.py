@@ -27,8 +27,10 @@ from .config import (ALERT_SYNTAX, PortSpec, _Bad, finite_number, parse_alerts,
                      whole_number)
 from .errors import ConfigError
 
-COMMANDS = ("read", "run", "top", "record")
-_ALL = COMMANDS
+_COUNTERS = ("read", "run", "top", "record")
+_PROBE = ("ping", "scan")                # active probing (pt_engine.probe)
+COMMANDS = (*_COUNTERS, *_PROBE)
+_ALL = _COUNTERS
 _STREAM = ("read", "run", "record")      # commands that make a stream of their own
 _LIVE = ("run", "top", "record")         # commands that capture live
 
@@ -79,13 +81,18 @@ def _rules(value) -> tuple:
     """Alert rules: texts from the command line, or the config file's parsed rules."""
     if not value:
         return ()
-    if isinstance(value, tuple) and all(isinstance(r, config.AlertRule) for r in value):
+    if isinstance(value, tuple) and all(isinstance(r, (config.AlertRule, config.PingRule))
+                                        for r in value):
         return value
     return parse_alerts(value)
 
 
 def _names(value) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value or ()))
+
+
+def _ns(seconds) -> int:
+    return round(seconds * 1_000_000_000)
 
 
 OPTIONS: tuple[Opt, ...] = (
@@ -136,7 +143,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("output", ("-o", "--output"), "where the stream goes, repeatable: - (stdout, the "
         "default), a file path, unix:/path/to.sock, or a plugin's SCHEME:...; prefix "
         "json: or msgpack: to choose the encoding of one output (json:-)",
-        ("read", "run"), metavar="DEST", repeat=True, check=config.check_outputs,
+        ("read", "run", *_PROBE), metavar="DEST", repeat=True, check=config.check_outputs,
         field="outputs"),
     # --- what clickhouse:, history: and prometheus: outputs write (sinks/clickhouse.py,
     # sinks/prometheus.py); credentials and TLS files come from the config file only.
@@ -158,7 +165,8 @@ OPTIONS: tuple[Opt, ...] = (
                         ("prometheus_tls_client_ca", "prometheus: asks every client for a "
                          "certificate signed by these CAs (PEM file)"))),
     Opt("format", ("--format",), "encoding of outputs without a prefix: msgpack (default) "
-        "or json lines (default when stdout is a terminal)", ("read", "run"),
+        "or json lines (default when stdout is a terminal; ping and scan: a table there)",
+        ("read", "run", *_PROBE),
         choices=("msgpack", "json"), check=config.check_format),
     Opt("output_buffer", ("--output-buffer",), "records an output that writes slower "
         "than the stream comes may queue, in MiB, before a live run drops them (counted) "
@@ -186,7 +194,7 @@ OPTIONS: tuple[Opt, ...] = (
     # --- config and alerts ------------------------------------------------------------
     Opt("config", ("--config",), "TOML config file; the command line overrides it "
         "(default: $PT_ENGINE_CONFIG, else the first that exists of "
-        "~/.config/pt-engine/config.toml and /etc/pt-engine/config.toml)", (*_ALL, "history"),
+        "~/.config/pt-engine/config.toml and /etc/pt-engine/config.toml)", (*_ALL, *_PROBE, "history"),
         metavar="PATH", toml=False),
     Opt("alert", ("--alert",), f"alert rule, repeatable (replaces the config file's "
         f"rules): {ALERT_SYNTAX}, e.g. tcp:443:in:bytes_per_s>10M:for=3. PROTO: tcp, "
@@ -195,19 +203,67 @@ OPTIONS: tuple[Opt, ...] = (
         f"LIMIT: a number, optionally with k, M, G or T (powers of 1000). Fires when "
         f"over LIMIT for N windows in a row (default 1); resolved when under R*LIMIT for "
         f"N windows in a row (default R 0.8). scope=port (default) checks each matching "
-        f"port on its own, scope=sum their sum. NAME defaults to the rule text", _ALL,
+        f"port on its own, scope=sum their sum. NAME defaults to the rule text. ping and "
+        f"scan: {config.PING_ALERT_SYNTAX}, TARGET * or an address or range, METRIC "
+        f"loss_ratio, rtt_ms (the average), rtt_min_ms, rtt_max_ms, rtt_p50_ms, "
+        f"rtt_p95_ms or jitter_ms, checked on each ping window", (*_ALL, *_PROBE),
         dest="alerts", metavar="RULE", repeat=True, convert=_rules, field="alerts",
         toml=False),
     Opt("on_alert", ("--on-alert",), "shell command run in the background for each alert "
         "and resolution, given the record as one JSON line on stdin; its output goes to "
-        "stderr", _STREAM, metavar="CMD", check=config.check_text),
+        "stderr", (*_STREAM, *_PROBE), metavar="CMD", check=config.check_text),
     Opt("alert_timeout", ("--alert-timeout",), "kill an --on-alert command and its "
-        "process group after S seconds (default %(default)s)", _STREAM, default=10,
+        "process group after S seconds (default %(default)s)", (*_STREAM, *_PROBE), default=10,
         metavar="S", arg_type=finite_number, check=config.check_alert_timeout),
     Opt("alert_hooks", ("--alert-hooks",), "run at most K --on-alert commands at once; "
         "alerts beyond are not given to the command, with a log line (default "
-        "%(default)s)", _STREAM, default=4, metavar="K", arg_type=whole_number,
+        "%(default)s)", (*_STREAM, *_PROBE), default=4, metavar="K", arg_type=whole_number,
         check=config.check_alert_hooks),
+    # --- ping's and scan's ------------------------------------------------------------
+    Opt("targets", (), "an address, a name (each address it resolves to) or a CIDR range "
+        "(its hosts: a sweep)", _PROBE, metavar="TARGET", nargs="+", toml=False,
+        convert=tuple),
+    Opt("count", ("--count",), "rounds of probes, one to each target per round (default "
+        "1: a sweep, as fping -g; 0: until --duration or Ctrl-C)", ("ping",), metavar="N",
+        arg_type=whole_number, check=config.check_count, toml=False),
+    Opt("probe_duration", ("--duration",), "probe for S seconds (rounds keep coming; "
+        "--count 0 unless given)", ("ping",), metavar="S", arg_type=finite_number,
+        check=config.check_duration, toml=False, convert=_ns),
+    Opt("probe_interval", ("--interval",), "seconds between rounds (default "
+        "%(default)s; 0: each round as soon as the rate limit lets it)", ("ping",),
+        default=1.0, metavar="S", arg_type=finite_number, check=config.check_probe_interval,
+        toml=False, convert=_ns, field="interval_ns"),
+    Opt("window", ("--window",), "rounds per ping record (default %(default)s: a record "
+        "per target and round)", ("ping",), default=1, metavar="N", arg_type=whole_number,
+        check=config.check_rounds, toml=False),
+    Opt("tcp", ("--tcp",), "probe these TCP ports (connect time; a reset is an answer "
+        "too) instead of ICMP echo, for hosts that drop ICMP: 443 or 22,80,https",
+        ("ping",), metavar="PORTS", check=config.check_probe_ports, toml=False),
+    Opt("size", ("--size",), "ICMP payload bytes (default %(default)s, as ping)", ("ping",),
+        default=56, metavar="B", arg_type=whole_number, check=config.check_size,
+        toml=False),
+    Opt("scan_ports", ("--ports",), "the TCP ports to scan, e.g. 22,80,https,8000-8100 or "
+        "1-65535 (required)", ("scan",), metavar="SPEC", check=config.check_probe_ports,
+        toml=False),
+    Opt("retries", ("--retries",), "probes again a port that did not answer, N times, "
+        "before it is filtered (default %(default)s)", ("scan",), default=1, metavar="N",
+        arg_type=whole_number, check=config.check_retries, toml=False),
+    Opt("timeout", ("--timeout",), "seconds to wait for each answer (default "
+        "%(default)s); a later one is counted late", _PROBE, default=1.0, metavar="S",
+        arg_type=finite_number, check=config.check_probe_timeout, toml=False, convert=_ns,
+        field="timeout_ns"),
+    Opt("rate", ("--rate",), "at most PPS probes per second in all, whatever the "
+        "concurrency (token bucket; default %(default)s, as masscan; 0: no limit)", _PROBE,
+        default=100.0, metavar="PPS", arg_type=finite_number, check=config.check_rate,
+        toml=False),
+    Opt("concurrency", ("--concurrency",), "at most N probes in flight (default "
+        "%(default)s)", _PROBE, default=256, metavar="N", arg_type=whole_number,
+        check=config.check_concurrency, toml=False),
+    Opt("max_targets", ("--max-targets",), "allow up to N addresses (default "
+        "%(default)s); a range or a run with more is refused", _PROBE, default=1024,
+        metavar="N", arg_type=whole_number, check=config.check_max_targets, toml=False),
+    Opt("dry_run", ("--dry-run",), "print the resolved targets and the probe count, and "
+        "send nothing", _PROBE, switch=True, default=False, toml=False),
     # --- top's own --------------------------------------------------------------------
     Opt("rows", ("--rows",), "rows per table when not on a terminal (default %(default)s)",
         ("top",), default=25, metavar="N", arg_type=whole_number, toml=False),

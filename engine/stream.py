@@ -29,7 +29,8 @@ from .records import PROTO_NAMES    # by counter-row block
 FORMAT_NAME = "pt-engine-stream"
 FORMAT_VERSION = 1
 FORMATS = ("msgpack", "json")
-RECORD_TYPES = ("hello", "snapshot", "window", "alert", "resolved", "event", "summary")
+RECORD_TYPES = ("hello", "snapshot", "window", "alert", "resolved", "event", "summary",
+                "ping", "scan")
 
 PORT_ROW = ("proto", "port", "in_packets", "in_bytes", "out_packets", "out_bytes")
 
@@ -186,6 +187,60 @@ def resolved(rule: str, scope: str, proto: str, port: int | str, direction: str,
     op '>', above it for '<')."""
     return {**_alert_fields("resolved", rule, scope, proto, port, direction, metric, op, value,
                             limit, window_start_ns, window_end_ns),
+            ("clear_above" if op == "<" else "clear_below"): clear_level,
+            "since_ns": since_ns, "fired_ns": fired_ns,
+            "duration_ns": window_start_ns - fired_ns, "peak": peak}
+
+
+# --- active probing (pt_engine.probe) ------------------------------------------------
+
+def probe_hello(command: str, method: str, targets: list[dict], ports: list[int] | None,
+                count: int | None, interval_ns: int, timeout_ns: int, rate_pps: float,
+                concurrency: int, backend: str) -> dict:
+    """The first record of a `ping` or `scan` stream: what is probed, how and how fast."""
+    return {"type": "hello", "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "engine_version": __version__, "backend": backend, "command": command,
+            "method": method, "targets": targets, "ports": ports, "count": count,
+            "interval_ns": interval_ns, "timeout_ns": timeout_ns, "rate_pps": rate_pps,
+            "concurrency": concurrency}
+
+
+def ping(target: str, port: int | None, figures: dict, window_start_ns: int,
+         window_end_ns: int, up: bool | None = None) -> dict:
+    """One target's (and port's) window of probes, or with `up` its final totals;
+    `figures` from pt_engine.probe.stats (sent ... jitter_rfc3550_ns)."""
+    record = {"type": "ping", "target": target, "port": port, **figures,
+              "window_start_ns": window_start_ns, "window_end_ns": window_end_ns}
+    if up is not None:
+        record["final"] = True
+        record["up"] = up
+    return record
+
+
+def scan(target: str, ports: list[dict], start_ns: int, end_ns: int) -> dict:
+    """One target's scan: every port probed, `{port, proto, state, rtt_ns}` by port."""
+    states = [p["state"] for p in ports]
+    return {"type": "scan", "target": target, "ports": ports,
+            **{state: states.count(state) for state in ("open", "closed", "filtered")},
+            "start_ns": start_ns, "end_ns": end_ns}
+
+
+def ping_alert(rule: str, target: str, port: int | None, metric: str, op: str, value: float,
+               limit: float, window_start_ns: int, window_end_ns: int, since_ns: int,
+               windows_over: int) -> dict:
+    """A ping rule fired (pt_engine.alerts): `windows_over` ping windows in a row past it."""
+    return {"type": "alert", "rule": rule, "target": target, "port": port, "metric": metric,
+            "op": op, "value": value, "limit": limit, "window_start_ns": window_start_ns,
+            "window_end_ns": window_end_ns, "since_ns": since_ns, "windows_over": windows_over}
+
+
+def ping_resolved(rule: str, target: str, port: int | None, metric: str, op: str,
+                  value: float, limit: float, window_start_ns: int, window_end_ns: int,
+                  clear_level: float, since_ns: int, fired_ns: int, peak: float) -> dict:
+    """A ping rule's alert ended."""
+    return {"type": "resolved", "rule": rule, "target": target, "port": port,
+            "metric": metric, "op": op, "value": value, "limit": limit,
+            "window_start_ns": window_start_ns, "window_end_ns": window_end_ns,
             ("clear_above" if op == "<" else "clear_below"): clear_level,
             "since_ns": since_ns, "fired_ns": fired_ns,
             "duration_ns": window_start_ns - fired_ns, "peak": peak}

@@ -206,8 +206,8 @@ def test_two_workers_give_the_figures_of_one(bed):
     """Two engines capture the same frames at once (the kernel stamps each frame
     once, so both see the same times): one capture process, and two that the
     fanout's symmetric hash splits the connections between."""
-    streams = capture(bed, [("--workers", "1"), ("--workers", "2")], conns=12, seconds=3,
-                      chunk=4 * 1448)
+    streams = capture(bed, [("--workers", "1"), ("--workers", "2")], conns=12, seconds=4,
+                      chunk=2 * 1448, pause=0.02)
     one, two = (records[-1] for records in streams)
     assert len(two["sources"]) == 2 and all(s["received"] for s in two["sources"])
     assert one["tcp_quality"]["state"]["connections"] == 12

@@ -19,7 +19,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "stream-format.md"
 MANY = CORPUS / "ppp_many-protocols.pcap"
 SECTIONS = {"hello": ("hello",), "window": ("window",), "summary (and snapshot)":
             ("summary", "snapshot"), "alert and resolved": ("alert", "resolved"),
-            "event": ("event",)}
+            "event": ("event",), "ping": ("ping",), "scan": ("scan",)}
 TYPES = {"int": (int,), "str": (str,), "list": (list,), "map": (dict,), "bool": (bool,),
          "float": (float,), "null": (type(None),)}
 
@@ -35,7 +35,7 @@ def doc_schema() -> dict[str, dict[str, tuple]]:
         if section is None or not line.startswith("| `"):
             continue
         keys_cell, type_cell, meaning = [c.strip() for c in line.strip("|").split("|")[:3]]
-        keys = re.findall(r"`([a-z_]+)`", keys_cell)
+        keys = re.findall(r"`([a-z][a-z0-9_]*)`", keys_cell)
         only = re.match(r"(\w+) only", meaning)
         kinds = (only[1],) if only and only[1] in section else section
         types = tuple(t for word in re.split(r"\s+or\s+", type_cell) if word
@@ -85,6 +85,21 @@ def _records(tmp_path) -> list[dict]:
         joined = stream.decode(bytes(data))
         assert [r["type"] for r in joined[:2]] == ["hello", "snapshot"]
         out += joined + stream.decode(live.read_bytes())
+    # ping and scan on loopback: TCP to a listening and a closed port, and a ping
+    # rule firing and resolving
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        for argv in (["scan", "127.0.0.1", "--ports", f"{port}-{port + 1}"],
+                     ["ping", "127.0.0.1", "--tcp", str(port), "--count", "4", "--interval",
+                      "0.01", "--alert", "ping:*:rtt_ms>0.000001:for=2"]):
+            proc = subprocess.run([sys.executable, "-m", "pt_engine", *argv, "--format",
+                                   "json"], capture_output=True, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            out += stream.decode(proc.stdout, "json")
+    out.append(stream.ping_resolved("r", "127.0.0.1", None, "rtt_ms", ">", 1.0, 2.0, 0, 1,
+                                    1.6, 0, 0, 3.0))
     out += [stream.capture_failed(0, "capture process for lo was killed by signal 9"),
             stream.capture_restarted(0, 1)]
     out.append(stream.summary("summary", None, None, 0, 0, {"totals": {}, "classes": {},

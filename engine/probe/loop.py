@@ -1,0 +1,307 @@
+"""The probe loop: one thread, one epoll, every probe through one token bucket.
+
+A ``Schedule`` hands out probes (``Probe``: target, port or None for ICMP,
+attempt) when they are due; the loop sends each as soon as it is due, a
+token is in the bucket (pt_engine.probe.ratelimit) and fewer than
+``concurrency`` probes are in flight. A probe ends in one of:
+
+* ``reply``: an ICMP echo reply, or a TCP handshake completed (SYN/ACK),
+* ``refused``: TCP reset (ECONNREFUSED): the host answered, the port is closed,
+* ``unreachable``: the kernel reported the destination unreachable (ICMP
+  unreachable, no route, no neighbour, a local filter),
+* ``timeout``: nothing within the timeout.
+
+Each outcome goes to ``schedule.done(probe, outcome, rtt_ns, end_ns)``. An
+answer after the timeout is given to ``schedule.late(probe)``, a second
+answer to one ICMP probe to ``schedule.duplicate(probe)``; neither is a
+sample. A timed-out TCP probe keeps its socket one more timeout to see a
+late handshake, then closes.
+
+Times are ``time.monotonic_ns()``, read right before the send (or connect)
+call and right after the answer's recvfrom (or epoll) returns.
+"""
+from __future__ import annotations
+
+import errno
+import heapq
+import resource
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+from ..errors import ProbeError
+from .icmp import IcmpSocket
+from .ratelimit import TokenBucket
+
+clock = time.monotonic_ns
+_LINGER0 = struct.pack("ii", 1, 0)        # close with RST: no TIME_WAIT, as nmap
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM,
+                errno.EHOSTDOWN, errno.ENETDOWN, errno.ETIMEDOUT}
+_RECENT = 4096        # answered or expired ICMP probes remembered per target
+
+
+@dataclass(eq=False)
+class Probe:
+    """One probe: to `target` (index) at `address`, TCP `port` or ICMP (None)."""
+
+    target: int
+    address: str
+    family: int
+    port: int | None = None
+    attempt: int = 0
+    tag: object = None          # the schedule's own (round, window, ...)
+    seq: int = 0
+    sent_ns: int = 0
+    sock: socket.socket | None = field(default=None, repr=False)
+    state: str = "new"          # new, flying, done, expired
+
+
+class Schedule:
+    """What to probe and when; the loop asks and reports (see the module docstring)."""
+
+    def next(self, now: int) -> Probe | int | None:
+        """A probe due now, or the monotonic time the next one is due, or None
+        (nothing more)."""
+        raise NotImplementedError
+
+    def done(self, probe: Probe, outcome: str, rtt_ns: int | None, end_ns: int) -> None:
+        raise NotImplementedError
+
+    def late(self, probe: Probe) -> None:
+        """An answer came after the probe's timeout."""
+
+    def duplicate(self, probe: Probe) -> None:
+        """A second answer to one probe."""
+
+    def idle(self, now: int) -> None:
+        """Called on each turn of the loop (records that are due get written)."""
+
+
+def check_concurrency(concurrency: int) -> None:
+    """Refuse a concurrency the file-descriptor limit cannot take (one socket each)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = concurrency * 2 + 64        # timed-out TCP probes keep a socket a while
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard == resource.RLIM_INFINITY or hard >= need:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        else:
+            raise ProbeError(f"--concurrency {concurrency} needs {need} file descriptors; "
+                             f"the limit is {hard} (ulimit -n)")
+
+
+class Loop:
+    """Runs a Schedule to its end; `rate` probes/s (0: no limit), at most
+    `concurrency` in flight, each given `timeout_ns`."""
+
+    def __init__(self, schedule: Schedule, rate: float, concurrency: int, timeout_ns: int,
+                 size: int):
+        check_concurrency(concurrency)
+        self.schedule = schedule
+        self.bucket = TokenBucket(rate)
+        self.concurrency = concurrency
+        self.timeout_ns = timeout_ns
+        self.size = size
+        self.epoll = select.epoll()
+        self.flying = 0
+        self.stopping = False
+        self._timers: list[tuple[int, int, Probe]] = []
+        self._count = 0
+        self._tcp: dict[int, Probe] = {}                 # fd -> probe
+        self._icmp: dict[int, IcmpSocket] = {}           # family -> socket
+        self._icmp_fds: dict[int, IcmpSocket] = {}
+        self._seq: dict[int, int] = {}                   # target -> next sequence
+        self._waiting: dict[tuple[str, int], Probe] = {}  # (address, seq) -> probe
+        self._recent: dict[tuple[str, int], Probe] = {}
+
+    @property
+    def methods(self) -> list[str]:
+        return [s.method for s in self._icmp.values()]
+
+    def open_icmp(self, family: int) -> IcmpSocket:
+        """The ICMP socket of `family`, opened on first use (raises ProbeError)."""
+        sock = self._icmp.get(family)
+        if sock is None:
+            sock = self._icmp[family] = IcmpSocket(family, self.size)
+            self._icmp_fds[sock.fd] = sock
+            self.epoll.register(sock.fd, select.EPOLLIN)
+        return sock
+
+    def stop(self) -> None:
+        """Send nothing more; the probes in flight still get their answer or timeout."""
+        self.stopping = True
+
+    def run(self) -> None:
+        pending: Probe | None = None
+        try:
+            while True:
+                now = clock()
+                self._expire(now)
+                wait_until = None
+                while not self.stopping and self.flying < self.concurrency:
+                    if pending is None:
+                        got = self.schedule.next(now)
+                        if not isinstance(got, Probe):
+                            wait_until = got
+                            break
+                        pending = got
+                    if not self.bucket.take(now):
+                        wait_until = now + self.bucket.wait_ns(now)
+                        break
+                    self._send(pending)
+                    pending = None
+                    now = clock()
+                self.schedule.idle(now)
+                if self.flying == 0 and (self.stopping or (pending is None and wait_until
+                                                           is None)):
+                    if not self._tcp:
+                        return
+                deadlines = [t for t in (wait_until, self._timers[0][0] if self._timers
+                                         else None) if t is not None]
+                if self.flying >= self.concurrency and self._timers:
+                    deadlines = [self._timers[0][0]]
+                timeout = max(0.0, (min(deadlines) - clock()) / 1e9) if deadlines else 1.0
+                for fd, events in self.epoll.poll(timeout):
+                    self._event(fd)
+        finally:
+            for probe in list(self._tcp.values()):
+                self._close(probe)
+            for sock in self._icmp.values():
+                sock.close()
+            self.epoll.close()
+
+    # --- sending ---------------------------------------------------------------------
+    def _send(self, probe: Probe) -> None:
+        self.flying += 1
+        probe.state = "flying"
+        if probe.port is None:
+            self._send_icmp(probe)
+        else:
+            self._send_tcp(probe)
+
+    def _timer(self, probe: Probe, at: int) -> None:
+        self._count += 1
+        heapq.heappush(self._timers, (at, self._count, probe))
+
+    def _send_icmp(self, probe: Probe) -> None:
+        sock = self.open_icmp(probe.family)
+        seq = self._seq.get(probe.target, 0)
+        self._seq[probe.target] = (seq + 1) & 0xFFFF
+        probe.seq = seq
+        key = (probe.address, seq)
+        self._recent.pop(key, None)
+        probe.sent_ns = clock()
+        try:
+            sock.send(probe.address, seq)
+        except OSError as err:
+            self._finish(probe, "unreachable" if err.errno in _UNREACHABLE else "timeout",
+                         None, clock())
+            return
+        self._waiting[key] = probe
+        self._timer(probe, probe.sent_ns + self.timeout_ns)
+
+    def _send_tcp(self, probe: Probe) -> None:
+        try:
+            sock = socket.socket(probe.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError as err:
+            raise ProbeError(f"cannot open a TCP socket: {err.strerror}") from None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+        probe.sock = sock
+        probe.sent_ns = clock()
+        code = sock.connect_ex((probe.address, probe.port))
+        if code == errno.EINPROGRESS:
+            self._tcp[sock.fileno()] = probe
+            self.epoll.register(sock.fileno(), select.EPOLLOUT)
+            self._timer(probe, probe.sent_ns + self.timeout_ns)
+            return
+        end = clock()
+        sock.close()
+        probe.sock = None
+        self._finish(probe, _outcome(code), end - probe.sent_ns, end)
+
+    # --- answers ---------------------------------------------------------------------
+    def _event(self, fd: int) -> None:
+        icmp = self._icmp_fds.get(fd)
+        if icmp is not None:
+            for address, seq, now in icmp.replies(clock):
+                self._icmp_reply(address, seq, now)
+            return
+        probe = self._tcp.get(fd)
+        if probe is None:
+            return
+        end = clock()
+        code = probe.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self._close(probe)
+        if probe.state == "expired":
+            if code == 0 or code == errno.ECONNREFUSED:
+                self.schedule.late(probe)
+            return
+        self._finish(probe, _outcome(code), end - probe.sent_ns, end)
+
+    def _icmp_reply(self, address: str, seq: int, now: int) -> None:
+        if ":" in address:
+            address = _normal6(address)
+        key = (address, seq)
+        probe = self._waiting.pop(key, None)
+        if probe is not None:
+            self._finish(probe, "reply", now - probe.sent_ns, now)
+            self._remember(key, probe)
+            return
+        old = self._recent.get(key)
+        if old is None:
+            return                     # not ours (another run, a forgotten probe)
+        if old.state == "expired":
+            old.state = "late"
+            self.schedule.late(old)
+        else:
+            self.schedule.duplicate(old)
+
+    def _remember(self, key, probe: Probe) -> None:
+        self._recent[key] = probe
+        if len(self._recent) > _RECENT * max(1, len(self._seq)):
+            del self._recent[next(iter(self._recent))]
+
+    def _finish(self, probe: Probe, outcome: str, rtt_ns: int | None, end_ns: int) -> None:
+        probe.state = "done" if outcome != "timeout" else "expired"
+        self.flying -= 1
+        self.schedule.done(probe, outcome, rtt_ns if outcome != "timeout" else None, end_ns)
+
+    def _expire(self, now: int) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            at, _, probe = heapq.heappop(self._timers)
+            if probe.state == "flying":
+                if probe.port is None:
+                    key = (probe.address, probe.seq)
+                    self._waiting.pop(key, None)
+                    self._finish(probe, "timeout", None, at)
+                    self._remember(key, probe)
+                else:
+                    self._finish(probe, "timeout", None, at)
+                    self._timer(probe, at + self.timeout_ns)     # a late handshake
+            elif probe.state == "expired" and probe.sock is not None:
+                self._close(probe)
+
+    def _close(self, probe: Probe) -> None:
+        if probe.sock is None:
+            return
+        fd = probe.sock.fileno()
+        if self._tcp.pop(fd, None) is not None:
+            self.epoll.unregister(fd)
+        probe.sock.close()
+        probe.sock = None
+
+
+def _outcome(code: int) -> str:
+    if code == 0:
+        return "reply"
+    if code == errno.ECONNREFUSED:
+        return "refused"
+    if code in _UNREACHABLE:
+        return "unreachable"
+    return "unreachable"
+
+
+def _normal6(text: str) -> str:
+    import ipaddress
+    return str(ipaddress.IPv6Address(text))
