@@ -42,7 +42,7 @@ class StreamClient:
     """
 
     def __init__(self, name: str, fd: int, sock: socket.socket | None = None,
-                 owns_fd: bool = False):
+                 owns_fd: bool = False, data: bytes | None = None):
         self.name = name
         self.format: str | None = None      # 'msgpack' or 'json', known after the first byte
         self.records_read = 0
@@ -56,6 +56,7 @@ class StreamClient:
         self._line = bytearray()             # JSON: the unfinished last line
         self._line_no = 0
         self._failure: StreamError | None = None
+        self._data = None if data is None else memoryview(data)   # a decrypted file
 
     def fileno(self) -> int:
         """The descriptor to wait on."""
@@ -78,7 +79,7 @@ class StreamClient:
             raise self._failure
         if self.eof:
             return []
-        if timeout is not None:
+        if timeout is not None and self._data is None and not self._pending():
             ready, _, _ = select.select([self._fd], [], [], timeout)
             if not ready:
                 return []
@@ -105,7 +106,15 @@ class StreamClient:
         while not self.eof:
             yield from self.read()
 
+    def _pending(self) -> int:
+        """Bytes a TLS connection has decrypted but not handed out (select misses them)."""
+        pending = getattr(self._sock, "pending", None)
+        return pending() if pending is not None else 0
+
     def _receive(self) -> bytes:
+        if self._data is not None:
+            chunk, self._data = self._data[:CHUNK], self._data[CHUNK:]
+            return bytes(chunk)
         try:
             if self._sock is not None:
                 return self._sock.recv(CHUNK)
@@ -207,11 +216,15 @@ class StreamClient:
         self.close()
 
 
-def connect(dest: str) -> StreamClient:
+def connect(dest: str, identity: str | None = None) -> StreamClient:
     """Open a stream: ``unix:/path`` (a running engine's socket), ``-`` (stdin) or a file.
 
-    Raises StreamError naming `dest` when there is no such socket or file, the
-    engine refuses the connection, or the file cannot be opened.
+    A file encrypted with ``record --encrypt-to`` (age) is decrypted whole in
+    memory with the keys of the file `identity` (pt_engine.agefile), before any
+    record is handed out. Raises StreamError naming `dest` when there is no such
+    socket or file, the engine refuses the connection, the file cannot be opened,
+    or an encrypted file has no key given, another key, or is truncated or
+    altered; ConfigError for a bad key file.
     """
     if dest.startswith("unix:"):
         return _connect_unix(dest)
@@ -229,6 +242,16 @@ def connect(dest: str) -> StreamClient:
     if stat.S_ISDIR(os.fstat(fd).st_mode):
         os.close(fd)
         raise StreamError(f"{dest} is a directory")
+    from . import agefile
+    head = os.pread(fd, len(agefile.MAGIC), 0)
+    if agefile.is_encrypted(head):
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                data = fh.read()
+        except OSError as err:
+            raise StreamError(f"{dest}: cannot read: {err.strerror}") from err
+        keys = agefile.identities(identity) if identity is not None else None
+        return StreamClient(dest, -1, data=agefile.decrypt(dest, data, keys))
     return StreamClient(dest, fd, owns_fd=True)
 
 
@@ -257,11 +280,11 @@ def _connect_unix(dest: str) -> StreamClient:
     return StreamClient(dest, sock.fileno(), sock=sock)
 
 
-def iter_records(dest: str) -> Iterator[dict]:
+def iter_records(dest: str, identity: str | None = None) -> Iterator[dict]:
     """Every record of the stream at `dest` (see ``connect``) until it ends.
 
     Raises StreamError (TruncatedStream for a record cut off) as ``connect``
     and ``StreamClient.read`` do.
     """
-    with connect(dest) as client:
+    with connect(dest, identity) as client:
         yield from client

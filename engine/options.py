@@ -163,6 +163,12 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("keep", ("--keep",), "rotated files to keep, FILE.1 (newest) ... FILE.N (default "
         "%(default)s)", ("record",), default=5, metavar="N", arg_type=whole_number,
         check=config.check_keep, toml=False),
+    Opt("encrypt_to", ("--encrypt-to",), "encrypt the recording to this age public key "
+        "(age1..., from age-keygen), repeatable: each file is one age stream, readable "
+        "with --identity or `age -d`", ("record",), metavar="RECIPIENT", repeat=True,
+        check=config.check_names, convert=_names),
+    Opt("identity", ("--identity",), "age secret key file (age-keygen) to read "
+        "encrypted recordings with", ("plot",), metavar="KEYFILE", toml=False),
     # --- config and alerts ------------------------------------------------------------
     Opt("config", ("--config",), "TOML config file; the command line overrides it "
         "(default: $PT_ENGINE_CONFIG, else the first that exists of "

@@ -99,7 +99,7 @@ def main(args) -> int:
     last = parse_duration(args.last, "--last") if args.last is not None else None
     matplotlib_module()
     rec = load(args.files, args.top, since, until, last,
-               fold=None if args.no_fold else ephemeral_range())
+               fold=None if args.no_fold else ephemeral_range(), identity=args.identity)
     save(figure(rec, size), args.output)
     log(f"wrote {args.output} ({size[0]}x{size[1]}): top {len(rec.ports)} of "
         f"{rec.port_count} ports, "
@@ -198,8 +198,9 @@ class Recording:
 class _Files:
     """The recordings, read record by record; later passes stop where the first did."""
 
-    def __init__(self, paths: list[str]):
+    def __init__(self, paths: list[str], identity: str | None = None):
         self.paths = paths
+        self.identity = identity
         self.limits: dict[int, int] = {}
 
     def records(self) -> Iterator[tuple[str, int, dict]]:
@@ -209,7 +210,7 @@ class _Files:
         for i, path in enumerate(self.paths):
             limit = self.limits.get(i)
             n = 0
-            with connect(path) as client:
+            with connect(path, self.identity) as client:
                 try:
                     for record in client:
                         if limit is not None and n >= limit:
@@ -287,7 +288,7 @@ class _Totals:
 
 def load(paths: list[str], top: int = 8, since_ns: int | None = None,
          until_ns: int | None = None, last_ns: int | None = None,
-         fold: tuple[int, int] | None = None) -> Recording:
+         fold: tuple[int, int] | None = None, identity: str | None = None) -> Recording:
     """Read recordings into what `figure` draws: the `top` busiest ports over the
     windows that start in [since_ns, until_ns), or in the last `last_ns` of the
     recording. `fold` (lo, hi): the ports in that range count as one port per
@@ -299,7 +300,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     message counts the records read), or when no window falls in the range.
     """
     import numpy as np
-    files = _Files(list(paths))
+    files = _Files(list(paths), identity)
     segments: dict[int, list[int]] = {}      # segment -> [first start, last end]
     intervals: set[int] = set()
     sources: list[str] = []

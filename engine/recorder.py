@@ -35,7 +35,7 @@ def main(args) -> int:
     """
     opts = options.build("record", args)
     dest = Destination("recording", opts.file, "msgpack", "", max_bytes=max(
-        1, int(opts.max_size * (1 << 20))), keep=opts.keep)
+        1, int(opts.max_size * (1 << 20))), keep=opts.keep, encrypt_to=opts.encrypt_to)
     if opts.connect is not None:
         shaping = options.given(args, "record", _SHAPING)
         if shaping:

@@ -69,6 +69,7 @@ class Destination:
     text: str                     # as the user wrote it, for messages
     max_bytes: int = 0            # recording: rotate past this size
     keep: int = 0                 # recording: rotated files kept
+    encrypt_to: tuple[str, ...] = ()   # recording: age public keys (--encrypt-to)
 
 
 def parse_destination(text: str, default_format: str) -> Destination:
