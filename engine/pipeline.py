@@ -365,12 +365,16 @@ class _Pipeline:
 
     def _open_outputs(self) -> Outputs:
         from .sinks import SinkContext, open_outputs
+        from .sinks.tls import ServerTls
         opts = self.opts
         # read and run both have the socket options (pt_engine.options); only run has --user
         ctx = SinkContext(live=self.live, snapshot=self.aggregator.snapshot,
                           socket_mode=opts.socket_mode, socket_group=opts.socket_group,
                           subscriber_buffer=opts.subscriber_buffer,
-                          user=getattr(opts, "user", None), queue_bytes=opts.output_buffer)
+                          user=getattr(opts, "user", None), queue_bytes=opts.output_buffer,
+                          socket_uids=opts.socket_users, tls=ServerTls(
+                              opts.tls_cert, opts.tls_key, opts.tls_client_ca,
+                              opts.tls_client_names))
         return open_outputs(opts.outputs, ctx)
 
     def _emit(self, record: dict) -> None:

@@ -51,6 +51,7 @@ BUILTIN = {
     "stdout": "pt_engine.sinks.files:StdoutSink",
     "file": "pt_engine.sinks.files:FileSink",
     "unix": "pt_engine.sinks.unix:UnixSocketSink",
+    "tls": "pt_engine.sinks.tls:TlsSink",
     "recording": "pt_engine.sinks.recording:RecordingSink",
 }
 _SCHEME = re.compile(r"([a-z][a-z0-9+.-]+):(.*)", re.S)
@@ -110,6 +111,8 @@ class SinkContext:
     socket_group: str | None = None
     subscriber_buffer: int = 16 << 20
     user: str | None = None                      # --user: who must remove a socket
+    socket_uids: frozenset[int] | None = None    # --socket-users: SO_PEERCRED allow-list
+    tls: object = None                           # tls: outputs (pt_engine.sinks.tls.ServerTls)
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     stall_s: float = STALL_S
 
