@@ -379,7 +379,7 @@ class _Pipeline:
     def _counting(self) -> CountingSpec:
         from .analysers import ALWAYS, AnalyserContext
         ctx = AnalyserContext(tuple(self._groups()), self.opts.interval_ns, self.opts.ports,
-                              self.live)
+                              self.live, self.opts.addresses, self.opts.state_dir)
         return CountingSpec(ctx, tuple(dict.fromkeys((*ALWAYS, *self.opts.analysers))))
 
     def _aggregator(self):

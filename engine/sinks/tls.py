@@ -40,7 +40,7 @@ def split_host_port(text: str, what: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"{what} tls:{text}: give tls:HOST:PORT, e.g. tls:0.0.0.0:7443")
     return host, int(port)
 
