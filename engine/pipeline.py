@@ -350,7 +350,7 @@ class _Pipeline:
                 self.aggregator.emit = self._emit
                 self._emit(stream.hello(self.sources, opts.interval_ns, opts.bpf,
                                         opts.ports.text if opts.ports else None,
-                                        backend.name()))
+                                        backend.name(), opts.addresses))
                 self._before_stream(outputs)
                 if getattr(opts, "duration", None):
                     self._deadline = time.monotonic() + opts.duration
