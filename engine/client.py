@@ -24,6 +24,7 @@ import socket
 import stat
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import msgpack
 
@@ -42,7 +43,7 @@ class StreamClient:
     """
 
     def __init__(self, name: str, fd: int, sock: socket.socket | None = None,
-                 owns_fd: bool = False):
+                 owns_fd: bool = False, data: bytes | None = None):
         self.name = name
         self.format: str | None = None      # 'msgpack' or 'json', known after the first byte
         self.records_read = 0
@@ -56,6 +57,7 @@ class StreamClient:
         self._line = bytearray()             # JSON: the unfinished last line
         self._line_no = 0
         self._failure: StreamError | None = None
+        self._data = None if data is None else memoryview(data)   # a decrypted file
 
     def fileno(self) -> int:
         """The descriptor to wait on."""
@@ -78,7 +80,7 @@ class StreamClient:
             raise self._failure
         if self.eof:
             return []
-        if timeout is not None:
+        if timeout is not None and self._data is None and not self._pending():
             ready, _, _ = select.select([self._fd], [], [], timeout)
             if not ready:
                 return []
@@ -105,7 +107,15 @@ class StreamClient:
         while not self.eof:
             yield from self.read()
 
+    def _pending(self) -> int:
+        """Bytes a TLS connection has decrypted but not handed out (select misses them)."""
+        pending = getattr(self._sock, "pending", None)
+        return pending() if pending is not None else 0
+
     def _receive(self) -> bytes:
+        if self._data is not None:
+            chunk, self._data = self._data[:CHUNK], self._data[CHUNK:]
+            return bytes(chunk)
         try:
             if self._sock is not None:
                 return self._sock.recv(CHUNK)
@@ -113,7 +123,8 @@ class StreamClient:
         except ConnectionResetError:
             return b""          # the engine went away: judged like a close
         except OSError as err:
-            raise StreamError(f"{self.name}: cannot read: {err.strerror}",
+            reason = err.strerror or getattr(err, "reason", None) or err
+            raise StreamError(f"{self.name}: cannot read: {reason}",
                               self.records_read) from err
 
     def _decode_msgpack(self, chunk: bytes, out: list[dict]) -> None:
@@ -207,14 +218,31 @@ class StreamClient:
         self.close()
 
 
-def connect(dest: str) -> StreamClient:
-    """Open a stream: ``unix:/path`` (a running engine's socket), ``-`` (stdin) or a file.
+@dataclass(frozen=True)
+class ClientTls:
+    """A client's TLS settings for tls:HOST:PORT (--tls-cert, --tls-key, --tls-ca)."""
 
-    Raises StreamError naming `dest` when there is no such socket or file, the
-    engine refuses the connection, or the file cannot be opened.
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+
+
+def connect(dest: str, identity: str | None = None,
+            tls: ClientTls | None = None) -> StreamClient:
+    """Open a stream: ``unix:/path`` (a running engine's socket), ``tls:HOST:PORT``
+    (an engine's TLS output, with the certificates of `tls`), ``-`` (stdin) or a file.
+
+    A file encrypted with ``record --encrypt-to`` (age) is decrypted whole in
+    memory with the keys of the file `identity` (pt_engine.agefile), before any
+    record is handed out. Raises StreamError naming `dest` when there is no such
+    socket or file, the engine refuses the connection, the file cannot be opened,
+    or an encrypted file has no key given, another key, or is truncated or
+    altered; ConfigError for a bad key file.
     """
     if dest.startswith("unix:"):
         return _connect_unix(dest)
+    if dest.startswith("tls:"):
+        return _connect_tls(dest, tls or ClientTls())
     if dest == "-":
         return StreamClient("stdin", sys.stdin.fileno())
     try:
@@ -229,6 +257,16 @@ def connect(dest: str) -> StreamClient:
     if stat.S_ISDIR(os.fstat(fd).st_mode):
         os.close(fd)
         raise StreamError(f"{dest} is a directory")
+    from . import agefile
+    head = os.pread(fd, len(agefile.MAGIC), 0)
+    if agefile.is_encrypted(head):
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                data = fh.read()
+        except OSError as err:
+            raise StreamError(f"{dest}: cannot read: {err.strerror}") from err
+        keys = agefile.identities(identity) if identity is not None else None
+        return StreamClient(dest, -1, data=agefile.decrypt(dest, data, keys))
     return StreamClient(dest, fd, owns_fd=True)
 
 
@@ -257,11 +295,50 @@ def _connect_unix(dest: str) -> StreamClient:
     return StreamClient(dest, sock.fileno(), sock=sock)
 
 
-def iter_records(dest: str) -> Iterator[dict]:
+def _connect_tls(dest: str, tls: ClientTls) -> StreamClient:
+    """Connect to tls:HOST:PORT, checking the engine's certificate against
+    tls.ca (and HOST), showing tls.cert; StreamError for every failure."""
+    import ssl
+
+    from .errors import ConfigError
+    from .sinks.tls import _load, split_host_port
+    host, port = split_host_port(dest[len("tls:"):], "--connect")
+    if not (tls.cert and tls.key and tls.ca):
+        raise ConfigError(f"--connect {dest}: needs --tls-cert, --tls-key (the client's "
+                          f"certificate) and --tls-ca (the engine's CA)")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load(ctx.load_cert_chain, "--tls-cert/--tls-key", tls.cert, tls.key)
+    _load(ctx.load_verify_locations, "--tls-ca", tls.ca)
+    try:
+        raw = socket.create_connection((host, port), timeout=10)
+    except OSError as err:
+        raise StreamError(f"{dest}: cannot connect: {err.strerror or err}") from err
+    try:
+        sock = ctx.wrap_socket(raw, server_hostname=host)
+        sock.settimeout(None)
+        # TLS 1.3 sends the server's verdict on our certificate after the
+        # handshake: wait for the first bytes so that a refusal shows here.
+        ready, _, _ = select.select([sock], [], [], 10)
+        if not ready and not sock.pending():
+            raise StreamError(f"{dest}: the engine sent nothing within 10 s")
+    except ssl.SSLCertVerificationError as err:
+        raw.close()
+        raise StreamError(f"{dest}: the engine's certificate is not trusted "
+                          f"({err.verify_message})") from None
+    except (ssl.SSLError, OSError) as err:
+        raw.close()
+        raise StreamError(f"{dest}: TLS handshake failed "
+                          f"({getattr(err, 'reason', None) or err})") from None
+    return StreamClient(dest, sock.fileno(), sock=sock)
+
+
+def iter_records(dest: str, identity: str | None = None,
+                 tls: ClientTls | None = None) -> Iterator[dict]:
     """Every record of the stream at `dest` (see ``connect``) until it ends.
 
     Raises StreamError (TruncatedStream for a record cut off) as ``connect``
     and ``StreamClient.read`` do.
     """
-    with connect(dest) as client:
+    with connect(dest, identity, tls) as client:
         yield from client

@@ -95,13 +95,30 @@ def _ns(seconds) -> int:
     return round(seconds * 1_000_000_000)
 
 
+def _uids(value) -> frozenset[int] | None:
+    """--socket-users: user names or numbers to uids (None: no allow-list)."""
+    if not value:
+        return None
+    import pwd
+    uids = set()
+    for item in value:
+        if str(item).isdigit():
+            uids.add(int(item))
+            continue
+        try:
+            uids.add(pwd.getpwnam(item).pw_uid)
+        except KeyError:
+            raise ConfigError(f"--socket-users {item!r}: no such user") from None
+    return frozenset(uids)
+
+
 OPTIONS: tuple[Opt, ...] = (
     # --- what to read ---------------------------------------------------------------
     Opt("files", (), "pcap or pcapng file ('-': standard input)", ("read",), metavar="FILE",
         nargs="+", toml=False, convert=tuple),
     Opt("file", (), "the recording", ("record",), metavar="FILE", toml=False),
     Opt("connect", ("--connect",), "read a running engine's socket instead of capturing",
-        ("top", "record"), metavar="unix:PATH", toml=False),
+        ("top", "record"), metavar="unix:PATH|tls:HOST:PORT", toml=False),
     Opt("read_files", ("-r", "--read"), "count this capture file (as `pt-engine read`) "
         "instead of capturing live; repeat for several", ("record",), metavar="PCAP",
         repeat=True, toml=False, convert=lambda v: tuple(v or ())),
@@ -137,6 +154,13 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("analysers", ("--analyser",), "run this analyser too (a plugin; `pt-engine "
         "plugins` lists them); repeatable", _STREAM, metavar="NAME", repeat=True,
         check=config.check_names, convert=_names),
+    Opt("addresses", ("--addresses",), "how addresses leave the engine: pseudonymise "
+        "(default: keyed, prefix-preserving Crypto-PAn), truncate:V4,V6 (keep that many "
+        "prefix bits, e.g. truncate:24,48), hash (keyed BLAKE2b) or clear", _STREAM,
+        default="pseudonymise", metavar="POLICY", check=config.check_text),
+    Opt("state_dir", ("--state-dir",), "where the address key is created (mode 0600) "
+        "and kept (default: $STATE_DIRECTORY, else /var/lib/pt-engine as root, else "
+        "~/.local/state/pt-engine)", _STREAM, metavar="DIR", check=config.check_text),
     Opt("observers", ("--observer",), "run this observer plugin too; repeatable",
         _STREAM, metavar="NAME", repeat=True, check=config.check_names, convert=_names),
     # --- where it goes ----------------------------------------------------------------
@@ -181,6 +205,25 @@ OPTIONS: tuple[Opt, ...] = (
         "may fall behind before it is disconnected (default %(default)s MiB)",
         ("read", "run"), default=16, metavar="MB", arg_type=finite_number,
         check=config.check_mib, convert=_mib),
+    Opt("socket_users", ("--socket-users",), "only these users (names or uids) may "
+        "subscribe to a unix: output, checked with SO_PEERCRED on every connection; "
+        "repeatable (default: whoever the socket's mode and group let in)", ("read", "run"),
+        metavar="USER", repeat=True, check=config.check_names, convert=_uids),
+    Opt("tls_cert", ("--tls-cert",), "PEM certificate: of a tls: output (the server), "
+        "or with --connect tls: the client's own", ("read", "run", "top", "record"),
+        metavar="PEM", check=config.check_text),
+    Opt("tls_key", ("--tls-key",), "PEM private key of --tls-cert",
+        ("read", "run", "top", "record"), metavar="PEM", check=config.check_text),
+    Opt("tls_client_ca", ("--tls-client-ca",), "CA certificates (PEM) a tls: output "
+        "checks client certificates against; a client certificate is always required",
+        ("read", "run"), metavar="PEM", check=config.check_text),
+    Opt("tls_client_names", ("--tls-client-name",), "with tls: outputs, accept only "
+        "client certificates with this subject common name or DNS name; repeatable",
+        ("read", "run"), metavar="NAME", repeat=True, check=config.check_names,
+        convert=_names),
+    Opt("tls_ca", ("--tls-ca",), "with --connect tls:HOST:PORT: CA certificates (PEM) "
+        "the engine's certificate must chain to (its name must match HOST)",
+        ("top", "record"), metavar="PEM", check=config.check_text),
     Opt("subscriber_wait", ("--subscriber-wait",), "with --output unix:, give up after S "
         "seconds without a subscriber (default: wait)", ("read",), metavar="S",
         arg_type=finite_number, check=config.check_wait, toml=False),
@@ -191,6 +234,12 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("keep", ("--keep",), "rotated files to keep, FILE.1 (newest) ... FILE.N (default "
         "%(default)s)", ("record",), default=5, metavar="N", arg_type=whole_number,
         check=config.check_keep, toml=False),
+    Opt("encrypt_to", ("--encrypt-to",), "encrypt the recording to this age public key "
+        "(age1..., from age-keygen), repeatable: each file is one age stream, readable "
+        "with --identity or `age -d`", ("record",), metavar="RECIPIENT", repeat=True,
+        check=config.check_names, convert=_names),
+    Opt("identity", ("--identity",), "age secret key file (age-keygen) to read "
+        "encrypted recordings with", ("plot",), metavar="KEYFILE", toml=False),
     # --- config and alerts ------------------------------------------------------------
     Opt("config", ("--config",), "TOML config file; the command line overrides it "
         "(default: $PT_ENGINE_CONFIG, else the first that exists of "

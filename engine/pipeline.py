@@ -241,6 +241,7 @@ def drop_privileges(user: str) -> None:
     except KeyError:
         raise errors.ConfigError(f"--user {user!r}: no such user") from None
     if os.getuid() == entry.pw_uid:
+        clear_capabilities()
         return
     try:
         os.setgroups([])
@@ -249,6 +250,32 @@ def drop_privileges(user: str) -> None:
     except PermissionError as err:
         raise errors.CaptureError(f"--user {user!r}: cannot switch user ({err.strerror})") \
             from None
+    clear_capabilities()
+
+
+_CAP_VERSION_3 = 0x20080522          # <linux/capability.h> _LINUX_CAPABILITY_VERSION_3
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
+
+
+def clear_capabilities() -> None:
+    """Clear every capability of this process: ambient, effective, permitted and
+    inheritable (setuid from root clears most; a process started with ambient or
+    file capabilities, or SECBIT_KEEP_CAPS, keeps them otherwise). Raises
+    CaptureError if the kernel refuses."""
+    import ctypes
+    import platform
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)   # EINVAL: old kernel
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()      # two {effective, permitted, inheritable}: all 0
+    number = _SYS_CAPSET.get(platform.machine())
+    result = (libc.syscall(number, header, data) if number is not None
+              else libc.capset(header, data))
+    if result != 0:
+        err = ctypes.get_errno()
+        raise errors.CaptureError(f"cannot clear the capabilities after --user: "
+                                  f"{os.strerror(err)}")
 
 
 @dataclass
@@ -323,7 +350,7 @@ class _Pipeline:
                 self.aggregator.emit = self._emit
                 self._emit(stream.hello(self.sources, opts.interval_ns, opts.bpf,
                                         opts.ports.text if opts.ports else None,
-                                        backend.name()))
+                                        backend.name(), opts.addresses))
                 self._before_stream(outputs)
                 if getattr(opts, "duration", None):
                     self._deadline = time.monotonic() + opts.duration
@@ -352,7 +379,7 @@ class _Pipeline:
     def _counting(self) -> CountingSpec:
         from .analysers import ALWAYS, AnalyserContext
         ctx = AnalyserContext(tuple(self._groups()), self.opts.interval_ns, self.opts.ports,
-                              self.live)
+                              self.live, self.opts.addresses, self.opts.state_dir)
         return CountingSpec(ctx, tuple(dict.fromkeys((*ALWAYS, *self.opts.analysers))))
 
     def _aggregator(self):
@@ -365,13 +392,16 @@ class _Pipeline:
 
     def _open_outputs(self) -> Outputs:
         from .sinks import SinkContext, open_outputs
+        from .sinks.tls import ServerTls
         opts = self.opts
         # read and run both have the socket options (pt_engine.options); only run has --user
         ctx = SinkContext(live=self.live, snapshot=self.aggregator.snapshot,
                           socket_mode=opts.socket_mode, socket_group=opts.socket_group,
                           subscriber_buffer=opts.subscriber_buffer,
                           user=getattr(opts, "user", None), queue_bytes=opts.output_buffer,
-                          options=opts)
+                          options=opts, socket_uids=opts.socket_users, tls=ServerTls(
+                              opts.tls_cert, opts.tls_key, opts.tls_client_ca,
+                              opts.tls_client_names))
         return open_outputs(opts.outputs, ctx)
 
     def _emit(self, record: dict) -> None:

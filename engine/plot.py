@@ -106,7 +106,7 @@ def main(args) -> int:
     last = parse_duration(args.last, "--last") if args.last is not None else None
     matplotlib_module()
     rec = load(args.files, args.top, since, until, last,
-               fold=None if args.no_fold else ephemeral_range())
+               fold=None if args.no_fold else ephemeral_range(), identity=args.identity)
     if size is None:
         size = (1200, 1400) if rec.quality else (1200, 900)
     save(figure(rec, size), args.output)
@@ -224,8 +224,9 @@ class Recording:
 class _Files:
     """The recordings, read record by record; later passes stop where the first did."""
 
-    def __init__(self, paths: list[str]):
+    def __init__(self, paths: list[str], identity: str | None = None):
         self.paths = paths
+        self.identity = identity
         self.limits: dict[int, int] = {}
 
     def records(self) -> Iterator[tuple[str, int, dict]]:
@@ -235,7 +236,7 @@ class _Files:
         for i, path in enumerate(self.paths):
             limit = self.limits.get(i)
             n = 0
-            with connect(path) as client:
+            with connect(path, self.identity) as client:
                 try:
                     for record in client:
                         if limit is not None and n >= limit:
@@ -278,12 +279,13 @@ class _Files:
                 yield segment, start, end, rows, qrows
 
 
-def _source(paths: list[str], since_ns, until_ns, last_ns):
-    """The windows of recording files, or of one history (history:PATH,
-    clickhouse:URL; pt_engine.history), which answers the range itself."""
+def _source(paths: list[str], since_ns, until_ns, last_ns, identity: str | None = None):
+    """The windows of recording files (encrypted ones read with `identity`), or
+    of one history (history:PATH, clickhouse:URL; pt_engine.history), which
+    answers the range itself."""
     from .warehouse import is_store
     if not any(is_store(path) for path in paths):
-        return _Files(paths)
+        return _Files(paths, identity)
     if len(paths) > 1:
         raise ConfigError(f"{', '.join(paths)}: chart one history at a time, or files")
     from .history import StoreWindows
@@ -332,7 +334,7 @@ class _Totals:
 
 def load(paths: list[str], top: int = 8, since_ns: int | None = None,
          until_ns: int | None = None, last_ns: int | None = None,
-         fold: tuple[int, int] | None = None) -> Recording:
+         fold: tuple[int, int] | None = None, identity: str | None = None) -> Recording:
     """Read recordings into what `figure` draws: the `top` busiest ports over the
     windows that start in [since_ns, until_ns), or in the last `last_ns` of the
     recording. `fold` (lo, hi): the ports in that range count as one port per
@@ -344,7 +346,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     message counts the records read), or when no window falls in the range.
     """
     import numpy as np
-    files = _source(list(paths), since_ns, until_ns, last_ns)
+    files = _source(list(paths), since_ns, until_ns, last_ns, identity)
     segments: dict[int, list[int]] = {}      # segment -> [first start, last end]
     intervals: set[int] = set()
     sources: list[str] = []

@@ -23,7 +23,7 @@ from .sinks import Destination, SinkContext
 _LIVE_ONLY = ("interfaces", "workers", "snaplen", "buffer", "user", "duration")
 # ...and those that shape a stream: they cannot change one recorded via --connect.
 _SHAPING = ("interfaces", "workers", "snaplen", "buffer", "user", "interval", "filter",
-            "ports", "analysers", "observers", "alert", "on_alert")
+            "ports", "analysers", "observers", "addresses", "alert", "on_alert")
 
 
 def main(args) -> int:
@@ -35,15 +35,18 @@ def main(args) -> int:
     """
     opts = options.build("record", args)
     dest = Destination("recording", opts.file, "msgpack", "", max_bytes=max(
-        1, int(opts.max_size * (1 << 20))), keep=opts.keep)
+        1, int(opts.max_size * (1 << 20))), keep=opts.keep, encrypt_to=opts.encrypt_to)
     if opts.connect is not None:
         shaping = options.given(args, "record", _SHAPING)
         if shaping:
             raise ConfigError(f"--connect records a running engine's stream as it is: "
                               f"{', '.join(shaping)} do not apply")
-        return _record_connect(opts.connect, dest, opts.duration, opts.output_buffer)
+        from .client import ClientTls
+        return _record_connect(opts.connect, dest, opts.duration, opts.output_buffer,
+                               ClientTls(opts.tls_cert, opts.tls_key, opts.tls_ca))
     common = dict(interval_ns=opts.interval_ns, bpf=opts.bpf, ports=opts.ports,
                   outputs=(dest,), analysers=opts.analysers, observers=opts.observers,
+                  addresses=opts.addresses, state_dir=opts.state_dir,
                   output_buffer=opts.output_buffer, alerts=opts.alerts,
                   on_alert=opts.on_alert, alert_timeout=opts.alert_timeout,
                   alert_hooks=opts.alert_hooks)
@@ -64,7 +67,7 @@ def main(args) -> int:
 
 
 def _record_connect(dest_text: str, dest: Destination, duration: float | None,
-                    queue_bytes: int) -> int:
+                    queue_bytes: int, tls=None) -> int:
     """Copy a running engine's stream into the recording until it ends, a signal,
     or `duration` seconds. Raises StreamError (after writing every whole record
     received) if the stream breaks, SinkError if the recording cannot be written."""
@@ -77,7 +80,7 @@ def _record_connect(dest_text: str, dest: Destination, duration: float | None,
     deadline = None if duration is None else time.monotonic() + duration
     last = None
     try:
-        with connect(dest_text) as client:
+        with connect(dest_text, tls=tls) as client:
             # Lossless: a recording of a stream is a copy; the engine's socket
             # drops a subscriber that falls too far behind, and says so.
             sink = RecordingSink(dest, SinkContext(live=False, queue_bytes=queue_bytes))

@@ -114,8 +114,9 @@ class PortRows(Sequence):
 # --- records ---------------------------------------------------------------------------
 
 def hello(sources: list[dict], interval_ns: int, bpf: str | None, ports: str | None,
-          backend: str) -> dict:
-    """The first record: what produced the stream and how to read it."""
+          backend: str, addresses: str = "pseudonymise") -> dict:
+    """The first record: what produced the stream and how to read it; `addresses`
+    is the --addresses policy in force (pt_engine.addresses)."""
     return {
         "type": "hello",
         "format": FORMAT_NAME,
@@ -127,6 +128,7 @@ def hello(sources: list[dict], interval_ns: int, bpf: str | None, ports: str | N
         "ports_selected": ports,
         "sources": sources,
         "port_row": list(PORT_ROW),
+        "addresses": addresses,
     }
 
 

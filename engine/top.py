@@ -684,8 +684,9 @@ def table_lines(model: TopModel, rows: list[Row], owners: Owners | None,
 class EngineFeed:
     """Stream records from a running engine (or one top starts), read in a thread."""
 
-    def __init__(self, dest: str | None, run_args: list[str]):
+    def __init__(self, dest: str | None, run_args: list[str], tls=None):
         self.records: queue.Queue = queue.Queue()
+        self._tls = tls
         self.error: EngineError | None = None   # the stream failed (no engine, cut off)
         self.logs: list[str] = []
         self._engine: subprocess.Popen | None = None
@@ -723,7 +724,7 @@ class EngineFeed:
     def _read(self) -> None:
         from .client import iter_records
         try:
-            for record in iter_records(self.dest):
+            for record in iter_records(self.dest, tls=self._tls):
                 self.records.put(record)
         except EngineError as err:
             self.error = err       # main() reports it on stderr, exit 1
@@ -978,8 +979,9 @@ def main(args, run_args: list[str]) -> int:
     """`pt-engine top`: see the module docstring. Raises EngineError for the user."""
     if args.connect is not None and run_args:
         raise ConfigError("--connect reads a running engine: capture options do not apply")
-    if args.connect is not None and not args.connect.startswith("unix:"):
-        raise ConfigError(f"--connect {args.connect!r}: give a socket as unix:/path")
+    if args.connect is not None and not args.connect.startswith(("unix:", "tls:")):
+        raise ConfigError(f"--connect {args.connect!r}: give a socket as unix:/path or "
+                          f"tls:HOST:PORT")
     if args.bits and args.bytes:
         raise ConfigError("-b shows bits and -B bytes: give one of them")
     if args.expire is not None and args.expire < 0:
@@ -988,7 +990,9 @@ def main(args, run_args: list[str]) -> int:
         raise ConfigError(f"--rows {args.rows}: give a number of rows, 1 or more")
     view = View(sort=args.sort, fold=not args.no_fold, names=not args.numeric,
                 bits=args.bits)
-    feed = EngineFeed(args.connect, run_args)
+    from .client import ClientTls
+    feed = EngineFeed(args.connect, run_args, ClientTls(args.tls_cert, args.tls_key,
+                                                        args.tls_ca))
     try:
         if sys.stdout.isatty() and not args.plain:
             run_curses(feed, view, args.expire)

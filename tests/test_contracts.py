@@ -245,14 +245,9 @@ def _open(scheme: str, tmp_path, monkeypatch, fmt: str = "msgpack"):
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         client.connect(str(path))
         sink.poll()
-        got = bytearray()
-
-        def read() -> bytes:
-            client.settimeout(5)
-            while chunk := client.recv(1 << 16):
-                got.extend(chunk)
-            return bytes(got)
-        return sink, read
+        return sink, _reader(client)
+    if scheme == "tls":
+        return _open_tls(tmp_path, fmt)
     raise AssertionError(f"no contract set-up for the built-in sink {scheme!r}: add one")
 
 
@@ -315,6 +310,53 @@ def test_storing_sink_contract(scheme, tmp_path):
         held = port_bytes()
     assert held == sum(r[3] + r[5] for r in records[-1]["ports"])
     assert (sink.failure, sink.dropped, sink.written) == (None, 0, len(records))
+
+
+def _open_tls(tmp_path, fmt):
+    """A tls: sink on a free port of 127.0.0.1 and one subscriber with a good certificate."""
+    import ssl
+    import threading
+    import time
+
+    from pt_engine.sinks.tls import ServerTls
+    pytest.importorskip("cryptography", reason="cryptography is not installed")
+    from tlscerts import Authority
+    ca = Authority(tmp_path, "ca")
+    cert, key = ca.issue("localhost", server=True)
+    ccert, ckey = ca.issue("client")
+    ctx = SinkContext(live=False, tls=ServerTls(cert, key, str(ca.pem)))
+    sink = sinks.open_outputs([Destination("tls", "127.0.0.1:0", fmt, "tls:127.0.0.1:0")],
+                              ctx).sinks[0]
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.load_verify_locations(str(ca.pem))
+    cctx.load_cert_chain(ccert, ckey)
+    conns = []
+
+    def handshake():
+        raw = socket.create_connection(sink.socket.address, timeout=10)
+        conns.append(cctx.wrap_socket(raw, server_hostname="127.0.0.1"))
+
+    thread = threading.Thread(target=handshake)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while sink.socket.subscribers == 0 and time.monotonic() < deadline:
+        sink.poll()
+        time.sleep(0.01)
+    thread.join(10)
+    (client,) = conns
+    return sink, _reader(client)
+
+
+def _reader(client):
+    """A function returning every byte `client` receives until the sink closes."""
+    got = bytearray()
+
+    def read() -> bytes:
+        client.settimeout(5)
+        while chunk := client.recv(1 << 16):
+            got.extend(chunk)
+        return bytes(got)
+    return read
 
 
 @pytest.mark.parametrize("scheme", sorted(set(builtin("sinks")) -

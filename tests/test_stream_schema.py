@@ -70,7 +70,7 @@ def _records(tmp_path) -> list[dict]:
     out = []
     status, records, _ = read_stream(
         tmp_path, str(MANY), "--interval", "0.05", "--alert", "*:*:both:packets_per_s>200",
-        "--alert", "udp:53:in:packets_per_s<1:name=quiet", "--analyser", "tcp_quality")
+        "--alert", "udp:53:in:packets_per_s<1:name=quiet", "--analyser", "tcp_quality", "--analyser", "talkers", "--addresses", "clear")
     assert status == 0
     out += records
     if LIVE:
@@ -78,7 +78,8 @@ def _records(tmp_path) -> list[dict]:
         sock, live = tmp_path / "s.sock", tmp_path / "live.msgpack"
         proc = subprocess.Popen([sys.executable, "-m", "pt_engine", "run", "-i", "lo",
                                  "--duration", "1.5", "--interval", "0.1", "-o",
-                                 f"unix:{sock}", "-o", str(live), "--analyser", "tcp_quality"],
+                                 f"unix:{sock}", "-o", str(live), "--analyser", "tcp_quality", "--analyser", "talkers",
+                                 "--addresses", "clear"],
                                 stderr=subprocess.PIPE)
         data = subscribe(sock, proc, after=0.5)
         assert proc.wait(60) == 0

@@ -57,6 +57,8 @@ BUILTIN = {
     "ports": "pt_engine.analysers.ports:PortCounters",
     # Pure Python for now: runs only when named (--analyser tcp_quality).
     "tcp_quality": "pt_engine.analysers.tcp_quality:TcpQuality",
+    # Pure Python: --analyser talkers (addresses by --addresses, pt_engine.addresses).
+    "talkers": "pt_engine.analysers.talkers:Talkers",
 }
 ALWAYS = ("ports",)
 # Keys of window and summary records that belong to the windowing itself.
@@ -72,6 +74,8 @@ class AnalyserContext:
     interval_ns: int
     ports: PortSpec | None      # --ports: rows of other ports are left out of the stream
     live: bool
+    addresses: str = "pseudonymise"   # --addresses: how addresses leave the engine
+    state_dir: str | None = None      # where the pseudonymisation key lives (None: default)
 
 
 class Counter:

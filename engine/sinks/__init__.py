@@ -51,6 +51,7 @@ BUILTIN = {
     "stdout": "pt_engine.sinks.files:StdoutSink",
     "file": "pt_engine.sinks.files:FileSink",
     "unix": "pt_engine.sinks.unix:UnixSocketSink",
+    "tls": "pt_engine.sinks.tls:TlsSink",
     "recording": "pt_engine.sinks.recording:RecordingSink",
     "clickhouse": "pt_engine.sinks.clickhouse:ClickHouseSink",
     "history": "pt_engine.sinks.clickhouse:HistorySink",
@@ -72,6 +73,7 @@ class Destination:
     text: str                     # as the user wrote it, for messages
     max_bytes: int = 0            # recording: rotate past this size
     keep: int = 0                 # recording: rotated files kept
+    encrypt_to: tuple[str, ...] = ()   # recording: age public keys (--encrypt-to)
 
 
 def parse_destination(text: str, default_format: str) -> Destination:
@@ -112,6 +114,8 @@ class SinkContext:
     socket_group: str | None = None
     subscriber_buffer: int = 16 << 20
     user: str | None = None                      # --user: who must remove a socket
+    socket_uids: frozenset[int] | None = None    # --socket-users: SO_PEERCRED allow-list
+    tls: object = None                           # tls: outputs (pt_engine.sinks.tls.ServerTls)
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     stall_s: float = STALL_S
     options: object = None                       # the run's options (sinks with settings)

@@ -28,16 +28,27 @@ class RotatingFile:
     that every file reads on its own. A record is never split between files:
     one larger than `max_bytes` gets a file to itself. Raises SinkError when
     PATH cannot be opened, is not a recording, or cannot be written or rotated.
+
+    With `recipients` (age public keys, pt_engine.agefile) every file is one
+    age stream, written as records come: an existing PATH cannot be appended
+    to, so it is rotated away first (it becomes PATH.1).
     """
 
-    def __init__(self, path: str, max_bytes: int, keep: int):
+    def __init__(self, path: str, max_bytes: int, keep: int, recipients: list | None = None):
         self.name = path
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
         self.rotations = 0
         self._hello = b""
-        self._check_existing()
+        self._recipients = recipients
+        if recipients:
+            if os.path.lexists(path):
+                log(f"{path} exists; an encrypted recording is not appended to, so it "
+                    f"becomes {path}.1")
+                self._shift()
+        else:
+            self._check_existing()
         self._fh, self._size = self._open()
 
     def _check_existing(self) -> None:
@@ -78,6 +89,9 @@ class RotatingFile:
                 raise SinkError(f"cannot cut {self.path}: {err.strerror}") from err
 
     def _open(self):
+        if self._recipients:
+            from ..agefile import AgeWriter
+            return AgeWriter(self.path, self._recipients), 0
         try:
             fh = open(self.path, "ab", buffering=0)
         except OSError as err:
@@ -86,6 +100,12 @@ class RotatingFile:
 
     def _rotate(self) -> None:
         self._fh.close()
+        self._shift()
+        self._fh, self._size = self._open()
+        self.rotations += 1
+
+    def _shift(self) -> None:
+        """PATH -> PATH.1 -> ... PATH.keep (the oldest goes)."""
         try:
             if self.keep == 0:
                 os.unlink(self.path)
@@ -96,10 +116,12 @@ class RotatingFile:
                 os.replace(self.path, f"{self.path}.1")
         except OSError as err:
             raise SinkError(f"cannot rotate {self.path}: {err.strerror}") from err
-        self._fh, self._size = self._open()
-        self.rotations += 1
 
     def _append(self, data: bytes) -> None:
+        if self._recipients:
+            self._fh.write(data)
+            self._size += len(data)
+            return
         view = memoryview(data)
         try:
             while view:
@@ -140,7 +162,11 @@ class RecordingSink(ThreadedSink):
     formats = ("msgpack",)
 
     def __init__(self, dest: Destination, ctx: SinkContext):
-        self.file = RotatingFile(dest.target, dest.max_bytes, dest.keep)
+        recipients = None
+        if dest.encrypt_to:
+            from ..agefile import recipient
+            recipients = [recipient(text) for text in dest.encrypt_to]
+        self.file = RotatingFile(dest.target, dest.max_bytes, dest.keep, recipients)
         super().__init__(dest, ctx)
         self.name = dest.target
 

@@ -15,6 +15,7 @@ import pwd
 import shutil
 import socket
 import stat
+import struct
 import tempfile
 import time
 from collections import deque
@@ -47,26 +48,193 @@ class _Subscriber:
             self.head_sent -= self.ends.popleft()
 
 
-class SubscriberSocket:
-    """A listening UNIX socket; every subscriber gets hello, a snapshot, then each record.
+class SubscriberServer:
+    """A listening socket; every subscriber gets hello, a snapshot, then each record.
 
     A subscriber whose unsent bytes exceed `max_buffer` is disconnected with a
-    log line: a slow reader never slows the engine.
+    log line: a slow reader never slows the engine. Subclasses own the
+    listening socket (``self._sock``, non-blocking) and may override the hooks
+    ``_admit(conn)`` (a new connection: return it to serve, or None when it was
+    refused or is not ready yet; ``_ready(conn)`` serves one later),
+    ``_progress()`` (called on every poll), ``_send(conn, data)`` (raise
+    BlockingIOError when it would block) and ``_closed()`` (after close).
     """
 
     FINISH_S = 2.0
 
-    def __init__(self, path: str, mode: int = 0o600, group: str | None = None,
-                 max_buffer: int = 16 << 20, snapshot: Callable[[], bytes] | None = None,
-                 owner: str | None = None):
-        self.name = f"unix:{path}"
-        self.path = path
+    def __init__(self, name: str, max_buffer: int = 16 << 20,
+                 snapshot: Callable[[], bytes] | None = None):
+        self.name = name
         self.max_buffer = max_buffer
         self._snapshot = snapshot
         self._hello = b""
         self._subs: list[_Subscriber] = []
         self._log_drop = LogLimit()      # a connect/disconnect storm is not 1000 lines
+        self._sock: socket.socket | None = None
+
+    # --- hooks -------------------------------------------------------------------------
+    def _admit(self, conn: socket.socket) -> socket.socket | None:
+        return conn
+
+    def _progress(self) -> None:
+        """Move connections that are not subscribers yet along (TLS handshakes)."""
+
+    @staticmethod
+    def _send(conn: socket.socket, data) -> int:
+        return conn.send(data)
+
+    def _closed(self) -> None:
+        """After the listening socket closed."""
+
+    @property
+    def subscribers(self) -> int:
+        """Connected subscribers."""
+        return len(self._subs)
+
+    def wait_for_subscriber(self, timeout: float | None,
+                            stop: Callable[[], bool] = lambda: False) -> bool:
+        """Block until one subscriber is connected (or timeout seconds pass, or
+        `stop()` says so, checked at least 5 times a second)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._subs:
+            if stop() or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            self._progress()
+            self._sock.settimeout(0.05)
+            try:
+                conn, _ = self._sock.accept()
+            except (socket.timeout, BlockingIOError):
+                continue
+            finally:
+                self._sock.setblocking(False)
+            self._add(conn)
+        return True
+
+    def _add(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        ready = self._admit(conn)
+        if ready is not None:
+            self._ready(ready)
+
+    def _ready(self, conn: socket.socket, peer: str | None = None) -> None:
+        """Serve `conn` from now on: the hello, a snapshot, then each record."""
+        sub = _Subscriber(conn, peer or f"subscriber {conn.fileno()}")
+        sub.queue(self._hello)
+        if self._snapshot is not None and self._hello:
+            sub.queue(self._snapshot())
+        self._subs.append(sub)
+        self._flush(sub)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                log(f"{self.name}: accept failed: {err.strerror}")
+                return
+            self._add(conn)
+
+    def _flush(self, sub: _Subscriber) -> bool:
+        while sub.buffer:
+            try:
+                sent = self._send(sub.conn, memoryview(sub.buffer)[:1 << 20])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._drop(sub, "disconnected")
+                return False
+            sub.sent(sent)
+        if len(sub.buffer) > self.max_buffer:
+            self._drop(sub, f"too slow: {len(sub.buffer)} bytes unsent "
+                            f"(limit {self.max_buffer}); disconnected")
+            return False
+        return True
+
+    def _drop(self, sub: _Subscriber, why: str) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+            self._log_drop(f"{self.name}: {sub.peer} {why}")
+        sub.conn.close()
+
+    @staticmethod
+    def _finish_record(sub: _Subscriber, timeout: float) -> None:
+        """Send the rest of the record `sub` is in the middle of, if any."""
+        if not sub.head_sent or not sub.ends:
+            return
+        rest = sub.ends[0] - sub.head_sent
+        try:
+            sub.conn.settimeout(timeout)
+            sub.conn.sendall(sub.buffer[:rest])
+            sub.sent(rest)
+        except OSError:
+            pass     # gone, or stuck: it has half a record whatever we do
+
+    def poll(self) -> None:
+        """Accept new subscribers and push buffered bytes; never blocks."""
+        self._accept()
+        self._progress()
+        for sub in list(self._subs):
+            self._flush(sub)
+
+    def write(self, data: bytes, kind: str) -> None:
+        """Queue one record for every subscriber (the hello is kept for late joiners)."""
+        self._accept()     # before the hello is kept: a new subscriber gets it once
+        if kind == "hello":
+            self._hello = data
+        for sub in list(self._subs):
+            sub.queue(data)
+            self._flush(sub)
+
+    def close(self, linger: float = 2.0) -> None:
+        """Give subscribers up to `linger` seconds to take what is queued, then close.
+
+        A subscriber still behind then gets the rest of the record it is in the
+        middle of (up to FINISH_S more seconds), so that it never sees half a
+        record, and is closed with a log line saying how many it missed.
+        """
+        deadline = time.monotonic() + linger
+        while any(s.buffer for s in self._subs) and time.monotonic() < deadline:
+            for sub in list(self._subs):
+                self._flush(sub)
+            time.sleep(0.01)
+        for sub in list(self._subs):
+            if sub.buffer:
+                self._finish_record(sub, self.FINISH_S)
+                log(f"{self.name}: {sub.peer} was still {len(sub.ends)} records behind at "
+                    "the end of the stream; closed after its last whole record")
+            sub.conn.close()
+        self._subs.clear()
+        self._log_drop.flush()
+        self._sock.close()
+        self._closed()
+
+
+class SubscriberSocket(SubscriberServer):
+    """``SubscriberServer`` on a UNIX socket at `path`, with its mode, group and
+    owner; with `uids`, only those user ids may subscribe (SO_PEERCRED, checked
+    on every connection, each refusal logged)."""
+
+    def __init__(self, path: str, mode: int = 0o600, group: str | None = None,
+                 max_buffer: int = 16 << 20, snapshot: Callable[[], bytes] | None = None,
+                 owner: str | None = None, uids: frozenset[int] | None = None):
+        super().__init__(f"unix:{path}", max_buffer, snapshot)
+        self.path = path
+        self._uids = uids
         self._sock = self._listen(path, mode, group, owner)
+
+    def _admit(self, conn: socket.socket) -> socket.socket | None:
+        if self._uids is None:
+            return conn
+        pid, uid, _ = struct.unpack("3i", conn.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        if uid in self._uids:
+            return conn
+        self._log_drop(f"{self.name}: refused a subscriber of uid {uid} (pid {pid}): not in "
+                       f"--socket-users")
+        conn.close()
+        return None
 
     def _listen(self, path: str, mode: int, group: str | None,
                 owner: str | None) -> socket.socket:
@@ -141,120 +309,7 @@ class SubscriberSocket:
         finally:
             probe.close()
 
-    @property
-    def subscribers(self) -> int:
-        """Connected subscribers."""
-        return len(self._subs)
-
-    def wait_for_subscriber(self, timeout: float | None,
-                            stop: Callable[[], bool] = lambda: False) -> bool:
-        """Block until one subscriber is connected (or timeout seconds pass, or
-        `stop()` says so, checked at least 5 times a second)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._subs:
-            if stop() or (deadline is not None and time.monotonic() >= deadline):
-                return False
-            self._sock.settimeout(0.2)
-            try:
-                conn, _ = self._sock.accept()
-            except (socket.timeout, BlockingIOError):
-                continue
-            finally:
-                self._sock.setblocking(False)
-            self._add(conn)
-        return True
-
-    def _add(self, conn: socket.socket) -> None:
-        conn.setblocking(False)
-        sub = _Subscriber(conn, f"subscriber {conn.fileno()}")
-        sub.queue(self._hello)
-        if self._snapshot is not None and self._hello:
-            sub.queue(self._snapshot())
-        self._subs.append(sub)
-        self._flush(sub)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as err:
-                log(f"{self.name}: accept failed: {err.strerror}")
-                return
-            self._add(conn)
-
-    def _flush(self, sub: _Subscriber) -> bool:
-        while sub.buffer:
-            try:
-                sent = sub.conn.send(sub.buffer)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self._drop(sub, "disconnected")
-                return False
-            sub.sent(sent)
-        if len(sub.buffer) > self.max_buffer:
-            self._drop(sub, f"too slow: {len(sub.buffer)} bytes unsent "
-                            f"(limit {self.max_buffer}); disconnected")
-            return False
-        return True
-
-    def _drop(self, sub: _Subscriber, why: str) -> None:
-        if sub in self._subs:
-            self._subs.remove(sub)
-            self._log_drop(f"{self.name}: {sub.peer} {why}")
-        sub.conn.close()
-
-    @staticmethod
-    def _finish_record(sub: _Subscriber, timeout: float) -> None:
-        """Send the rest of the record `sub` is in the middle of, if any."""
-        if not sub.head_sent or not sub.ends:
-            return
-        rest = sub.ends[0] - sub.head_sent
-        try:
-            sub.conn.settimeout(timeout)
-            sub.conn.sendall(sub.buffer[:rest])
-            sub.sent(rest)
-        except OSError:
-            pass     # gone, or stuck: it has half a record whatever we do
-
-    def poll(self) -> None:
-        """Accept new subscribers and push buffered bytes; never blocks."""
-        self._accept()
-        for sub in list(self._subs):
-            self._flush(sub)
-
-    def write(self, data: bytes, kind: str) -> None:
-        """Queue one record for every subscriber (the hello is kept for late joiners)."""
-        self._accept()     # before the hello is kept: a new subscriber gets it once
-        if kind == "hello":
-            self._hello = data
-        for sub in list(self._subs):
-            sub.queue(data)
-            self._flush(sub)
-
-    def close(self, linger: float = 2.0) -> None:
-        """Give subscribers up to `linger` seconds to take what is queued, then close.
-
-        A subscriber still behind then gets the rest of the record it is in the
-        middle of (up to FINISH_S more seconds), so that it never sees half a
-        record, and is closed with a log line saying how many it missed.
-        """
-        deadline = time.monotonic() + linger
-        while any(s.buffer for s in self._subs) and time.monotonic() < deadline:
-            for sub in list(self._subs):
-                self._flush(sub)
-            time.sleep(0.01)
-        for sub in list(self._subs):
-            if sub.buffer:
-                self._finish_record(sub, self.FINISH_S)
-                log(f"{self.name}: {sub.peer} was still {len(sub.ends)} records behind at "
-                    "the end of the stream; closed after its last whole record")
-            sub.conn.close()
-        self._subs.clear()
-        self._log_drop.flush()
-        self._sock.close()
+    def _closed(self) -> None:
         try:
             if os.lstat(self.path).st_ino == self._inode:   # still ours
                 os.unlink(self.path)
@@ -264,9 +319,10 @@ class SubscriberSocket:
             log(f"cannot remove socket {self.path}: {err.strerror}")
 
 
-class UnixSocketSink(Sink):
-    """The sink of `--output unix:PATH`. Subscribers come and go; the socket
-    itself does not fail once it listens, so the run goes on whatever they do."""
+class SubscriberSink(Sink):
+    """A sink around a SubscriberServer (``open_server``). Subscribers come and
+    go; the socket itself does not fail once it listens, so the run goes on
+    whatever they do."""
 
     on_failure = "continue"
 
@@ -275,9 +331,12 @@ class UnixSocketSink(Sink):
         snapshot = None
         if ctx.snapshot is not None:
             snapshot = lambda: self.encode(ctx.snapshot())     # noqa: E731
-        self.socket = SubscriberSocket(dest.target, ctx.socket_mode, ctx.socket_group,
-                                       ctx.subscriber_buffer, snapshot, ctx.user)
+        self.socket = self.open_server(dest, ctx, snapshot)
         self.name = self.socket.name
+
+    def open_server(self, dest: Destination, ctx: SinkContext,
+                    snapshot: Callable[[], bytes] | None) -> SubscriberServer:
+        raise NotImplementedError
 
     def write(self, record: dict) -> None:
         self.socket.write(self.encode(record), record["type"])
@@ -293,6 +352,14 @@ class UnixSocketSink(Sink):
 
     def close(self) -> None:
         self.socket.close()
+
+
+class UnixSocketSink(SubscriberSink):
+    """The sink of `--output unix:PATH`."""
+
+    def open_server(self, dest, ctx, snapshot) -> SubscriberSocket:
+        return SubscriberSocket(dest.target, ctx.socket_mode, ctx.socket_group,
+                                ctx.subscriber_buffer, snapshot, ctx.user, ctx.socket_uids)
 
 
 def _kind(mode: int) -> str:
