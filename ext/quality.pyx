@@ -37,6 +37,7 @@ written in Python by tcp_quality.pack_delta for the twin):
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport calloc, malloc, realloc, free, qsort
 from libc.string cimport memcmp, memcpy, memset
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 from records cimport *
 
@@ -1087,7 +1088,7 @@ cdef class QualityCounter:
         cdef uint64_t* values
         cdef uint64_t v
         cdef Py_ssize_t keys_bytes
-        cdef bytearray out
+        cdef bytes out
         cdef int j
         cdef bint any_state = False
         cdef uint32_t* order = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
@@ -1125,10 +1126,13 @@ cdef class QualityCounter:
             result = None
         else:
             keys_bytes = (nrows * 4 + 7) & ~7
-            out = bytearray(DELTA_HEAD * 8 + keys_bytes + nrows * 8 + nvalues * 8)
-            head = <uint64_t*><char*>out
-            keys = <uint32_t*>(<char*>out + DELTA_HEAD * 8)
-            masks = <uint64_t*>(<char*>out + DELTA_HEAD * 8 + keys_bytes)
+            # written in place: a new bytes object no one else holds yet
+            out = PyBytes_FromStringAndSize(NULL, DELTA_HEAD * 8 + keys_bytes + nrows * 8
+                                            + nvalues * 8)
+            memset(PyBytes_AS_STRING(out), 0, DELTA_HEAD * 8 + keys_bytes)
+            head = <uint64_t*>PyBytes_AS_STRING(out)
+            keys = <uint32_t*>(PyBytes_AS_STRING(out) + DELTA_HEAD * 8)
+            masks = <uint64_t*>(PyBytes_AS_STRING(out) + DELTA_HEAD * 8 + keys_bytes)
             values = masks + nrows
             with nogil:
                 head[0] = D_VERSION
@@ -1147,7 +1151,7 @@ cdef class QualityCounter:
                             values[k] = v
                             k += 1
                     masks[i] = mask
-            result = bytes(out)
+            result = out
         with nogil:
             for slot in range(n):
                 q.row_of[q.touched[slot]] = 0
