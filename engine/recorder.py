@@ -23,7 +23,7 @@ from .sinks import Destination, SinkContext
 _LIVE_ONLY = ("interfaces", "workers", "snaplen", "buffer", "user", "duration")
 # ...and those that shape a stream: they cannot change one recorded via --connect.
 _SHAPING = ("interfaces", "workers", "snaplen", "buffer", "user", "interval", "filter",
-            "ports", "analysers", "observers", "alert", "on_alert")
+            "ports", "tcp_quality", "analysers", "observers", "alert", "on_alert")
 
 
 def main(args) -> int:
@@ -43,7 +43,8 @@ def main(args) -> int:
                               f"{', '.join(shaping)} do not apply")
         return _record_connect(opts.connect, dest, opts.duration, opts.output_buffer)
     common = dict(interval_ns=opts.interval_ns, bpf=opts.bpf, ports=opts.ports,
-                  outputs=(dest,), analysers=opts.analysers, observers=opts.observers,
+                  outputs=(dest,), tcp_quality=opts.tcp_quality, analysers=opts.analysers,
+                  observers=opts.observers,
                   output_buffer=opts.output_buffer, alerts=opts.alerts,
                   on_alert=opts.on_alert, alert_timeout=opts.alert_timeout,
                   alert_hooks=opts.alert_hooks)

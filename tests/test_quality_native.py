@@ -36,8 +36,9 @@ from pt_engine.records import (
     TCPI_NEGATIVE_PAYLOAD,
     TCPI_NO_TIMESTAMP,
 )
+from pt_engine import cli
 from streams import read_stream
-from test_quality import CAPTURES, mangled_conversations
+from test_quality import CAPTURES, QUALITY_CORPUS, mangled_conversations
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 CTX = AnalyserContext(("all",), 10**9, None, False)
@@ -67,6 +68,56 @@ def test_the_corpus_gives_the_same_windows_on_both_backends(capture, tmp_path, m
         outputs.append((status, [json.dumps(r.get("tcp_quality")) for r in records
                                  if r["type"] in ("window", "summary")]))
     assert outputs[0] == outputs[1]
+
+
+# --- on by default ------------------------------------------------------------------------
+
+SSH = QUALITY_CORPUS / "zeek_ssh.pcap"
+
+
+def _quality_fields(records: list[dict]) -> list:
+    return [r.get("tcp_quality") for r in records if r["type"] in ("window", "summary")]
+
+
+def test_read_measures_tcp_quality_by_default_and_once(tmp_path):
+    status, plain, _ = read_stream(tmp_path, str(SSH), fmt="json")
+    assert status == 0
+    assert all(q is not None for q in _quality_fields(plain))
+    assert plain[-1]["tcp_quality"]["rows"] and plain[-1]["tcp_quality"]["state"]["analysed"]
+    status, named, _ = read_stream(tmp_path, str(SSH), "--analyser", "tcp_quality", fmt="json")
+    assert status == 0 and _quality_fields(named) == _quality_fields(plain)
+
+
+def test_no_tcp_quality_turns_it_off(tmp_path):
+    status, records, _ = read_stream(tmp_path, str(SSH), "--no-tcp-quality", fmt="json")
+    assert status == 0
+    assert _quality_fields(records) == [None] * (len(records) - 1)
+    # the counters are the same either way
+    _, plain, _ = read_stream(tmp_path, str(SSH), fmt="json")
+    for with_q, without in zip(plain, records):
+        with_q.pop("tcp_quality", None)
+        assert with_q == without
+    # ... and naming the analyser still runs it
+    status, named, _ = read_stream(tmp_path, str(SSH), "--no-tcp-quality", "--analyser",
+                                   "tcp_quality", fmt="json")
+    assert status == 0 and named[-1]["tcp_quality"]["rows"]
+
+
+def test_the_config_file_turns_it_off(tmp_path, monkeypatch):
+    config = tmp_path / "config.toml"
+    config.write_text("tcp_quality = false\n")
+    monkeypatch.setenv("PT_ENGINE_CONFIG", str(config))
+    status, records, _ = read_stream(tmp_path, str(SSH), fmt="json")
+    assert status == 0 and "tcp_quality" not in records[-1]
+    config.write_text("tcp_quality = 0\n")
+    assert cli.main(["read", str(SSH), "--format", "json", "-o", str(tmp_path / "x")]) == 2
+
+
+def test_top_passes_the_switch_on_to_its_engine():
+    args = cli._parser(only="top").parse_args(["top", "--no-tcp-quality"])
+    assert "--no-tcp-quality" in cli._capture_argv(args)
+    args = cli._parser(only="top").parse_args(["top"])
+    assert "--no-tcp-quality" not in cli._capture_argv(args)
 
 
 # --- the two counters side by side -------------------------------------------------------

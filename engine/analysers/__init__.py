@@ -46,7 +46,8 @@ A new analyser is one module with one class and one line in ``BUILTIN``, or
 a plugin: an entry point in the group ``pt_engine.analysers`` naming the
 class (docs/architecture.md). Built-in ``ports`` always runs; others run
 when named with ``--analyser NAME`` (or ``analysers = [...]`` in the config
-file).
+file), except ``tcp_quality``, which runs unless ``--no-tcp-quality``
+(``tcp_quality = false``).
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ if TYPE_CHECKING:
 # name -> "module:class"; the per-port counters come first and always run.
 BUILTIN = {
     "ports": "pt_engine.analysers.ports:PortCounters",
-    # Pure Python for now: runs only when named (--analyser tcp_quality).
+    # On by default in read, run and record (the pipeline adds it unless
+    # --no-tcp-quality); native in the capture processes.
     "tcp_quality": "pt_engine.analysers.tcp_quality:TcpQuality",
 }
 ALWAYS = ("ports",)
