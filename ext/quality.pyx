@@ -137,22 +137,33 @@ ctypedef struct half_t:         # one direction, named by the data it carries
     uint16_t last_win
     uint8_t bits
     uint8_t hole_cls
+    uint32_t head_end           # the end of the first record (when n_recs > 0)
 
 ctypedef struct conn_t:         # half[0] carries the data of endpoint 0
+    uint64_t stamp              # LRU: the clock at its latest use
     half_t half[2]
-    uint8_t addr[32]            # endpoint 0's address, then endpoint 1's
-    uint16_t port[2]
-    uint32_t stamp              # LRU: the stamp of its latest use
+    uint64_t key[4]             # endpoint 0's address (2 words), then endpoint 1's
+    uint32_t ports              # endpoint 0's port | endpoint 1's port << 16
     uint8_t version
     uint8_t alive
 
-ctypedef struct lru_t:
+ctypedef struct lru_t:          # an LRU entry: live while stamp is its connection's (low bits)
     uint32_t conn
     uint32_t stamp
+
+ctypedef struct by_use_t:       # for building the LRU queue
+    uint64_t stamp
+    uint32_t conn
 
 ctypedef struct row_t:          # 240 bytes: the window's figures of one (port, side)
     uint64_t c[14]
     uint32_t h[32]              # bucket counts; a wrap past 2^32 is kept in q_t.ovf
+
+ctypedef struct pair_t:         # the two rows of one half's data, fetched at its first event
+    uint32_t kin                # (pB, in)
+    uint32_t kout               # (pA, out)
+    row_t* a
+    row_t* b
 
 ctypedef struct pool_t:         # fixed-size items in slabs of 4096; index 0 is never used
     char** slabs
@@ -179,7 +190,8 @@ ctypedef struct q_t:
     uint32_t lru_mask
     uint32_t lru_head
     uint32_t lru_len
-    uint32_t clock
+    bint lru_on                 # the queue is kept (from the first eviction on)
+    uint64_t clock
     # records and holes
     pool_t recs
     pool_t holes[16]
@@ -286,10 +298,16 @@ cdef inline row_t* row_at(q_t* q, uint32_t key) noexcept nogil:
         q.row_of[key] = s
     return &q.rows[s - 1]
 
-cdef inline void bump(q_t* q, uint32_t kin, uint32_t kout, int col, uint64_t v) noexcept nogil:
+cdef inline void fetch(q_t* q, pair_t* p) noexcept nogil:
+    if p.a == NULL:
+        p.a = row_at(q, p.kin)
+        p.b = row_at(q, p.kout)
+
+cdef inline void bump(q_t* q, pair_t* p, int col, uint64_t v) noexcept nogil:
     """Add v to column col of both rows of a half's data: (pB, in) and (pA, out)."""
-    row_at(q, kin).c[col] += v
-    row_at(q, kout).c[col] += v
+    fetch(q, p)
+    p.a.c[col] += v
+    p.b.c[col] += v
 
 cdef void hist_wrapped(q_t* q, row_t* row, int bucket) noexcept nogil:
     cdef uint32_t* grown
@@ -320,18 +338,19 @@ cdef inline void sample_row(q_t* q, row_t* row, uint64_t rtt, int bucket) noexce
     if row.h[bucket] == 0:
         hist_wrapped(q, row, bucket)
 
-cdef void sample(q_t* q, half_t* r, uint32_t kin, uint32_t kout, uint64_t rtt) noexcept nogil:
+cdef void sample(q_t* q, half_t* r, pair_t* p, uint64_t rtt) noexcept nogil:
     """An RTT sample of half r's data (section 5), and its jitter pair."""
     cdef int bucket = q_bit_length(rtt // 1000)
     cdef uint64_t jitter
     if bucket > HIST_BUCKETS - 1:
         bucket = HIST_BUCKETS - 1
-    sample_row(q, row_at(q, kin), rtt, bucket)
-    sample_row(q, row_at(q, kout), rtt, bucket)
+    fetch(q, p)
+    sample_row(q, p.a, rtt, bucket)
+    sample_row(q, p.b, rtt, bucket)
     if r.bits & H_RTT:
         jitter = rtt - r.last_rtt if rtt >= r.last_rtt else r.last_rtt - rtt
-        bump(q, kin, kout, C_JITTER_SUM, jitter)
-        bump(q, kin, kout, C_JITTER_PAIRS, 1)
+        bump(q, p, C_JITTER_SUM, jitter)
+        bump(q, p, C_JITTER_PAIRS, 1)
     r.last_rtt = rtt
     r.bits |= H_RTT
 
@@ -355,7 +374,6 @@ cdef void free_records(q_t* q, half_t* h) noexcept nogil:
 cdef void record(q_t* q, half_t* h, uint32_t start, uint32_t end, uint64_t t) noexcept nogil:
     """Append the record (start, end, t), within the bounds of section 7."""
     cdef chunk_t* tail
-    cdef chunk_t* head
     cdef uint32_t idx, step, tail_end
     cdef uint64_t span
     cdef int pos
@@ -374,14 +392,14 @@ cdef void record(q_t* q, half_t* h, uint32_t start, uint32_t end, uint64_t t) no
         tail.flags = 0
         h.rec_head = idx
         h.rec_tail = idx
+        h.head_end = end
         h.bits &= ~H_UNORDERED
     else:
         tail = chunk(q, h.rec_tail)
         if not (h.bits & H_UNORDERED):
-            head = chunk(q, h.rec_head)
             tail_end = tail.r[tail.lo + tail.n - 1].end
             step = end - tail_end
-            span = <uint64_t>(<uint32_t>(tail_end - head.r[head.lo].end)) + step
+            span = <uint64_t>(<uint32_t>(tail_end - h.head_end)) + step
             if step == 0 or step >= 0x80000000u or span >= 0x80000000u:
                 h.bits |= H_UNORDERED
         if tail.lo + tail.n == REC_PER_CHUNK:
@@ -439,6 +457,9 @@ cdef void check_order(q_t* q, half_t* h) noexcept nogil:
     cdef chunk_t* c
     cdef int p
     h.bits &= ~H_UNORDERED
+    if idx:
+        c = chunk(q, idx)
+        h.head_end = c.r[c.lo].end
     while idx:
         c = chunk(q, idx)
         for p in range(c.lo, c.lo + c.n):
@@ -544,6 +565,7 @@ cdef void ack_records(q_t* q, half_t* h, uint32_t n, rec_t* last, bint* any_remo
                         return
                     c = chunk(q, nxt)
                 if not seq_le(c.r[c.lo].end, n):
+                    h.head_end = c.r[c.lo].end
                     return
         t = chunk(q, h.rec_tail)
         if not seq_le(t.r[t.lo + t.n - 1].end, n):
@@ -671,24 +693,24 @@ cdef inline void clear_half(q_t* q, half_t* h) noexcept nogil:
     free_holes(q, h)
     memset(h, 0, sizeof(half_t))
 
-cdef inline uint64_t key_hash(const uint8_t* addr, uint32_t ports, uint8_t version) noexcept nogil:
-    cdef uint64_t x = q_load64(addr) * 0x9E3779B97F4A7C15ULL
-    x ^= q_load64(addr + 8) + (x >> 29)
-    x *= 0xBF58476D1CE4E5B9ULL
-    x ^= q_load64(addr + 16) + (x >> 31)
+ctypedef struct key_t:          # a connection's endpoints, in a fixed order
+    uint64_t w[4]
+    uint32_t ports
+    uint8_t version
+
+cdef inline uint64_t key_hash(const key_t* k) noexcept nogil:
+    cdef uint64_t x = (k.w[0] ^ (k.w[1] * 0x9E3779B97F4A7C15ULL)
+                       ^ (k.w[2] * 0xC2B2AE3D27D4EB4FULL) ^ (k.w[3] * 0x165667B19E3779F9ULL)
+                       ^ ((<uint64_t>k.ports << 8 | k.version) * 0xBF58476D1CE4E5B9ULL))
+    x ^= x >> 29
     x *= 0x94D049BB133111EBULL
-    x ^= q_load64(addr + 24) + (x >> 27)
-    x *= 0x9E3779B97F4A7C15ULL
-    x ^= (<uint64_t>ports << 8 | version) + (x >> 32)
-    x *= 0xBF58476D1CE4E5B9ULL
-    return x ^ (x >> 31)
+    return x ^ (x >> 32)
 
-cdef inline bint key_eq(conn_t* c, const uint8_t* addr, uint32_t ports, uint8_t version) noexcept nogil:
-    return (c.port[0] == (ports & 0xFFFF) and c.port[1] == (ports >> 16)
-            and c.version == version and memcmp(c.addr, addr, 32) == 0)
+cdef inline bint key_eq(const conn_t* c, const key_t* k) noexcept nogil:
+    return (c.ports == k.ports and c.key[0] == k.w[0] and c.key[1] == k.w[1]
+            and c.key[2] == k.w[2] and c.key[3] == k.w[3] and c.version == k.version)
 
-cdef uint32_t find(q_t* q, const uint8_t* addr, uint32_t ports, uint8_t version,
-                   uint32_t tag, uint32_t* pos) noexcept nogil:
+cdef uint32_t find(q_t* q, const key_t* k, uint32_t tag, uint32_t* pos) noexcept nogil:
     """The connection's slot + 1 (0 if none); pos: its table position, or the empty
     one where it would go."""
     cdef uint32_t i = tag & q.hash_mask
@@ -698,7 +720,7 @@ cdef uint32_t find(q_t* q, const uint8_t* addr, uint32_t ports, uint8_t version,
         if e == 0:
             pos[0] = i
             return 0
-        if <uint32_t>(e >> 32) == tag and key_eq(&q.conns[<uint32_t>e - 1], addr, ports, version):
+        if <uint32_t>(e >> 32) == tag and key_eq(&q.conns[<uint32_t>e - 1], k):
             pos[0] = i
             return <uint32_t>e
         i = (i + 1) & q.hash_mask
@@ -719,7 +741,7 @@ cdef void unhash(q_t* q, uint32_t i) noexcept nogil:
         i = j
 
 cdef void lru_push(q_t* q, uint32_t slot) noexcept nogil:
-    """slot becomes the most recently used connection: a new stamp, a new entry."""
+    """A new entry for slot, now the most recently used (the queue is on)."""
     cdef uint32_t i, w, n
     cdef lru_t e
     if q.lru_len > q.lru_mask:      # full: keep the live entries only
@@ -727,21 +749,57 @@ cdef void lru_push(q_t* q, uint32_t slot) noexcept nogil:
         w = 0
         for i in range(n):
             e = q.lru[(q.lru_head + i) & q.lru_mask]
-            if q.conns[e.conn].alive and q.conns[e.conn].stamp == e.stamp:
+            if q.conns[e.conn].alive and <uint32_t>q.conns[e.conn].stamp == e.stamp:
                 q.lru[(q.lru_head + w) & q.lru_mask] = e
                 w += 1
         q.lru_len = w
-    q.clock += 1
-    q.conns[slot].stamp = q.clock
-    q.lru[(q.lru_head + q.lru_len) & q.lru_mask] = lru_t(slot, q.clock)
+    q.lru[(q.lru_head + q.lru_len) & q.lru_mask] = lru_t(slot, <uint32_t>q.conns[slot].stamp)
     q.lru_len += 1
 
 cdef inline void touch(q_t* q, uint32_t slot) noexcept nogil:
-    """A use of slot (its latest analysed packet)."""
-    cdef lru_t* last = &q.lru[(q.lru_head + q.lru_len - 1) & q.lru_mask]
-    if last.conn == slot and last.stamp == q.conns[slot].stamp:
-        return          # already the most recent
-    lru_push(q, slot)
+    """A use of slot (its latest analysed packet). Until the first eviction only
+    the stamp is kept; the queue then starts from the stamps (lru_start)."""
+    cdef conn_t* c = &q.conns[slot]
+    cdef lru_t* last
+    if q.lru_on:
+        last = &q.lru[(q.lru_head + q.lru_len - 1) & q.lru_mask]
+        if last.conn == slot and last.stamp == <uint32_t>c.stamp:
+            return          # already the most recent
+        q.clock += 1
+        c.stamp = q.clock
+        lru_push(q, slot)
+    else:
+        q.clock += 1
+        c.stamp = q.clock
+
+cdef int by_stamp(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<const by_use_t*>a).stamp, y = (<const by_use_t*>b).stamp
+    return (x > y) - (x < y)
+
+cdef void lru_start(q_t* q) noexcept nogil:
+    """The LRU queue, from the live connections' stamps (oldest first)."""
+    cdef by_use_t* order = <by_use_t*>malloc((<size_t>q.n_conns + 1) * sizeof(by_use_t))
+    cdef uint32_t slot, n = 0
+    if order == NULL:
+        q.failed = 1
+        return
+    for slot in range(q.max_conns):
+        if q.conns[slot].alive:
+            order[n].stamp = q.conns[slot].stamp
+            order[n].conn = slot
+            n += 1
+    qsort(order, n, sizeof(by_use_t), by_stamp)
+    for slot in range(n):
+        q.lru[slot] = lru_t(order[slot].conn, <uint32_t>order[slot].stamp)
+    q.lru_head = 0
+    q.lru_len = n
+    q.lru_on = True
+    free(order)
+
+cdef inline void key_of(const conn_t* c, key_t* k) noexcept nogil:
+    memcpy(k.w, c.key, sizeof(k.w))
+    k.ports = c.ports
+    k.version = c.version
 
 cdef void drop(q_t* q, uint32_t slot, uint32_t pos) noexcept nogil:
     """Discard a connection (both halves) at table position pos."""
@@ -757,39 +815,44 @@ cdef void drop(q_t* q, uint32_t slot, uint32_t pos) noexcept nogil:
 cdef void evict_oldest(q_t* q) noexcept nogil:
     cdef lru_t e
     cdef conn_t* c
+    cdef key_t k
     cdef uint32_t pos, slot
+    if not q.lru_on:
+        lru_start(q)
     while q.lru_len:
         e = q.lru[q.lru_head]
         q.lru_head = (q.lru_head + 1) & q.lru_mask
         q.lru_len -= 1
         c = &q.conns[e.conn]
-        if c.alive and c.stamp == e.stamp:
-            slot = find(q, c.addr, c.port[0] | (<uint32_t>c.port[1] << 16), c.version,
-                        <uint32_t>key_hash(c.addr, c.port[0] | (<uint32_t>c.port[1] << 16),
-                                           c.version), &pos)
+        if c.alive and <uint32_t>c.stamp == e.stamp:
+            key_of(c, &k)
+            slot = find(q, &k, <uint32_t>key_hash(&k), &pos)
             drop(q, slot - 1, pos)
             q.state[S_CONNECTIONS_EVICTED] += 1
             return
 
-cdef uint32_t create(q_t* q, const uint8_t* addr, uint32_t ports, uint8_t version,
-                     uint32_t tag) noexcept nogil:
+cdef uint32_t create(q_t* q, const key_t* k, uint32_t tag) noexcept nogil:
     """A new connection with two empty halves (section 3, step 2; section 7): its slot."""
     cdef uint32_t slot, pos
     cdef conn_t* c
     if q.n_conns >= q.max_conns:
         evict_oldest(q)
-    find(q, addr, ports, version, tag, &pos)       # the empty position (after the eviction)
+        if q.failed:
+            return 0
+    find(q, k, tag, &pos)       # the empty position (after the eviction)
     q.n_free -= 1
     slot = q.free_conns[q.n_free]
     c = &q.conns[slot]
     memset(c, 0, sizeof(conn_t))
-    memcpy(c.addr, addr, 32)
-    c.port[0] = <uint16_t>(ports & 0xFFFF)
-    c.port[1] = <uint16_t>(ports >> 16)
-    c.version = version
+    memcpy(c.key, k.w, sizeof(c.key))
+    c.ports = k.ports
+    c.version = k.version
     c.alive = 1
     q.hash[pos] = (<uint64_t>tag << 32) | (slot + 1)
-    lru_push(q, slot)
+    q.clock += 1
+    c.stamp = q.clock
+    if q.lru_on:
+        lru_push(q, slot)
     q.n_conns += 1
     q.state[S_CONNECTIONS] += 1
     return slot
@@ -797,7 +860,7 @@ cdef uint32_t create(q_t* q, const uint8_t* addr, uint32_t ports, uint8_t versio
 
 # --- section 4: the sequence side -----------------------------------------------------------
 
-cdef void below_hi(q_t* q, half_t* h, uint32_t kin, uint32_t kout, uint64_t t, uint32_t s,
+cdef void below_hi(q_t* q, half_t* h, pair_t* p, uint64_t t, uint32_t s,
                    uint32_t e, uint32_t payload, uint8_t flags) noexcept nogil:
     cdef uint32_t hi = h.hi
     cdef bint beyond = seq_gt(e, hi)
@@ -806,27 +869,27 @@ cdef void below_hi(q_t* q, half_t* h, uint32_t kin, uint32_t kout, uint64_t t, u
     flag_range(q, h, s, top)
     if fill_holes(q, h, s, top):
         flag_first_beyond(q, h, s)
-        bump(q, kin, kout, C_OOO_SEGMENTS, 1)
+        bump(q, p, C_OOO_SEGMENTS, 1)
     else:
-        bump(q, kin, kout, C_RETRANS_SEGMENTS, 1)
+        bump(q, p, C_RETRANS_SEGMENTS, 1)
         if beyond:
             resent = seq_diff(hi, s + (1 if flags & F_SYN else 0))
             if resent < 0:
                 resent = 0
         else:
             resent = payload
-        bump(q, kin, kout, C_RETRANS_BYTES, <uint64_t>resent)
+        bump(q, p, C_RETRANS_BYTES, <uint64_t>resent)
     if beyond:
         record(q, h, hi, e, t)
         h.hi = e
 
-cdef inline void gap(q_t* q, half_t* h, uint32_t kin, uint32_t kout, uint32_t hi,
+cdef inline void gap(q_t* q, half_t* h, pair_t* p, uint32_t hi,
                      uint32_t s) noexcept nogil:
-    bump(q, kin, kout, C_GAPS, 1)
-    bump(q, kin, kout, C_GAP_BYTES, <uint32_t>(s - hi))
+    bump(q, p, C_GAPS, 1)
+    bump(q, p, C_GAP_BYTES, <uint32_t>(s - hi))
     add_hole(q, h, hi, s)
 
-cdef void sequence(q_t* q, half_t* h, uint32_t kin, uint32_t kout, uint64_t t, uint32_t s,
+cdef void sequence(q_t* q, half_t* h, pair_t* p, uint64_t t, uint32_t s,
                    uint32_t payload, uint64_t length, uint8_t flags) noexcept nogil:
     cdef uint32_t e = <uint32_t>(s + length)
     cdef uint32_t hi = h.hi
@@ -842,25 +905,25 @@ cdef void sequence(q_t* q, half_t* h, uint32_t kin, uint32_t kout, uint64_t t, u
             flag_range(q, h, s, e)
     elif length == 0:
         if seq_gt(s, hi):
-            gap(q, h, kin, kout, hi, s)
+            gap(q, h, p, hi, s)
             h.hi = s
     elif seq_ge(s, hi):
         if s != hi:
-            gap(q, h, kin, kout, hi, s)
+            gap(q, h, p, hi, s)
         record(q, h, s, e, t)
         h.hi = e
     elif seq_lt(s, hi):
-        below_hi(q, h, kin, kout, t, s, e, payload, flags)
+        below_hi(q, h, p, t, s, e, payload, flags)
     if payload > 0 and not keep_alive:
-        bump(q, kin, kout, C_DATA_SEGMENTS, 1)
-        bump(q, kin, kout, C_DATA_BYTES, payload)
+        bump(q, p, C_DATA_SEGMENTS, 1)
+        bump(q, p, C_DATA_BYTES, payload)
 
 
 # --- section 5: the acknowledgment side -----------------------------------------------------
 
-cdef void acknowledge(q_t* q, half_t* r, half_t* h, uint32_t kin, uint32_t kout, uint64_t t,
+cdef void acknowledge(q_t* q, half_t* r, half_t* h, pair_t* p, uint64_t t,
                       uint32_t s, uint32_t n, uint64_t length, uint16_t win) noexcept nogil:
-    """ACK number n, in a packet of half h, for the data of half r (rows kin, kout)."""
+    """ACK number n, in a packet of half h, for the data of half r (rows p)."""
     cdef rec_t last
     cdef bint any_removed = False, clean = True
     if not (r.bits & H_ACKED) or seq_gt(n, r.acked):
@@ -869,48 +932,51 @@ cdef void acknowledge(q_t* q, half_t* r, half_t* h, uint32_t kin, uint32_t kout,
         ack_records(q, r, n, &last, &any_removed, &clean)
         clip_holes(q, r, n)
         if any_removed and last.end == n and clean and t >= last.t:
-            sample(q, r, kin, kout, t - last.t)
+            sample(q, r, p, t - last.t)
     elif n == r.acked:
         if (length == 0 and win != 0 and (h.bits & H_WIN) and win == h.last_win
                 and s == h.hi and (r.bits & H_HI) and seq_gt(r.hi, n)):
-            bump(q, kin, kout, C_DUP_ACKS, 1)
+            bump(q, p, C_DUP_ACKS, 1)
 
 
 # --- one packet (sections 1 and 3) -------------------------------------------------------
 
 cdef void packet(q_t* q, const pkt_record_t* rec) noexcept nogil:
-    cdef uint8_t info = rec.tcp_info, flags = rec.tcp_flags, version
-    cdef uint8_t key[32]
-    cdef int cmp, d
-    cdef uint32_t ports, tag, pos, found, slot
+    cdef uint8_t info = rec.tcp_info, flags = rec.tcp_flags
+    cdef key_t key
+    cdef int d
+    cdef uint32_t tag, pos, found, slot
     cdef uint16_t sport = rec.src_port, dport = rec.dst_port
     cdef uint32_t seq = rec.tcp_seq, payload = rec.tcp_payload
-    cdef uint64_t length
+    cdef uint64_t length, s0, s1, d0, d1
     cdef conn_t* c
     cdef half_t* h
     cdef half_t* peer
-    cdef bint self_conn
+    cdef pair_t data, acked
     if (info & ANALYSIS_BITS) != TCPI_HEADER:
         q.state[S_NOT_ANALYSED] += 1
         return
-    version = 6 if info & TCPI_IPV6 else 4
-    # The key: the endpoints (address, port) in increasing order, as the twin's tuples.
-    cmp = memcmp(rec.src_addr, rec.dst_addr, 16)
-    if cmp == 0:
-        cmp = (sport > dport) - (sport < dport)
-    self_conn = cmp == 0
-    if cmp <= 0:
-        d = 0
-        memcpy(key, rec.src_addr, 16)
-        memcpy(key + 16, rec.dst_addr, 16)
-        ports = sport | (<uint32_t>dport << 16)
+    # The key: the two endpoints (address, port) in a fixed order (any order that
+    # is the same both ways will do); d: which half carries this packet's data.
+    s0 = q_load64(rec.src_addr)
+    s1 = q_load64(rec.src_addr + 8)
+    d0 = q_load64(rec.dst_addr)
+    d1 = q_load64(rec.dst_addr + 8)
+    if s0 != d0:
+        d = s0 > d0
+    elif s1 != d1:
+        d = s1 > d1
     else:
-        d = 1
-        memcpy(key, rec.dst_addr, 16)
-        memcpy(key + 16, rec.src_addr, 16)
-        ports = dport | (<uint32_t>sport << 16)
-    tag = <uint32_t>key_hash(key, ports, version)
-    found = find(q, key, ports, version, tag, &pos)
+        d = sport > dport
+    if d == 0:
+        key.w[0], key.w[1], key.w[2], key.w[3] = s0, s1, d0, d1
+        key.ports = sport | (<uint32_t>dport << 16)
+    else:
+        key.w[0], key.w[1], key.w[2], key.w[3] = d0, d1, s0, s1
+        key.ports = dport | (<uint32_t>sport << 16)
+    key.version = 6 if info & TCPI_IPV6 else 4
+    tag = <uint32_t>key_hash(&key)
+    found = find(q, &key, tag, &pos)
     if flags & F_RST:
         q.state[S_RST] += 1
         if found:
@@ -922,7 +988,9 @@ cdef void packet(q_t* q, const pkt_record_t* rec) noexcept nogil:
         slot = found - 1
         touch(q, slot)
     else:
-        slot = create(q, key, ports, version, tag)
+        slot = create(q, &key, tag)
+        if q.failed:
+            return
     c = &q.conns[slot]
     h = &c.half[d]
     if (flags & F_SYN) and (h.bits & H_HI) and not ((h.bits & H_SYN) and h.syn_seq == seq):
@@ -932,18 +1000,19 @@ cdef void packet(q_t* q, const pkt_record_t* rec) noexcept nogil:
             clear_half(q, &c.half[0])        # a SYN: a new connection on the same ports
             clear_half(q, &c.half[1])
             q.state[S_CONNECTIONS] += 1
-    peer = h if self_conn else &c.half[1 - d]
+    # A connection of an endpoint with itself has one direction: one half.
+    peer = h if (s0 == d0 and s1 == d1 and sport == dport) else &c.half[1 - d]
     if flags & F_SYN:
         h.syn_seq = seq
         h.bits |= H_SYN
     length = <uint64_t>payload + (1 if flags & F_SYN else 0) + (1 if flags & F_FIN else 0)
     # Rows: the data of h counts for (dport, in) and (sport, out), that of peer for
     # (sport, in) and (dport, out).
-    sequence(q, h, <uint32_t>dport << 1, (<uint32_t>sport << 1) | 1, rec.ts_ns, seq, payload,
-             length, flags)
+    data = pair_t(<uint32_t>dport << 1, (<uint32_t>sport << 1) | 1, NULL, NULL)
+    sequence(q, h, &data, rec.ts_ns, seq, payload, length, flags)
     if flags & F_ACK:
-        acknowledge(q, peer, h, <uint32_t>sport << 1, (<uint32_t>dport << 1) | 1, rec.ts_ns,
-                    seq, rec.tcp_ack, length, rec.tcp_win)
+        acked = pair_t(<uint32_t>sport << 1, (<uint32_t>dport << 1) | 1, NULL, NULL)
+        acknowledge(q, peer, h, &acked, rec.ts_ns, seq, rec.tcp_ack, length, rec.tcp_win)
         h.last_win = rec.tcp_win
         h.bits |= H_WIN
 

@@ -523,7 +523,13 @@ class _Totals:
             self._keys[self._n:n] = new
             self._n = n
         slots = self._slot[keys]
-        self._values[slots] = _merge_aligned(self._values[slots], values)
+        seen = slots < self._n - len(new)        # rows the totals had before
+        if seen.all():
+            self._values[slots] = _merge_aligned(self._values[slots], values)
+        else:
+            self._values[slots[~seen]] = values[~seen]
+            old = slots[seen]
+            self._values[old] = _merge_aligned(self._values[old], values[seen])
 
     def rows(self):
         """(keys, values), keys increasing."""
@@ -579,5 +585,6 @@ class TcpQuality(Analyser):
         if ports is not None:
             keep = ports.mask[keys >> 1]
             keys, values = keys[keep], values[keep]
-        return [["tcp", key >> 1, SIDES[key & 1], *row[:N_COUNTERS], row[N_COUNTERS:]]
-                for key, row in zip(keys.tolist(), values.tolist())]
+        return [["tcp", key >> 1, SIDES[key & 1], *counters, hist] for key, counters, hist
+                in zip(keys.tolist(), values[:, :N_COUNTERS].tolist(),
+                       values[:, N_COUNTERS:].tolist())]
