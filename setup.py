@@ -43,17 +43,19 @@ def _extensions():
     except ImportError as err:
         raise RuntimeError("pt-engine needs Cython >= 3 to build its core: "
                            "pip install 'cython>=3'.") from err
-    ext = Extension(
-        "pt_engine._core",
-        ["ext/_core.pyx"],
-        libraries=["pcap"],
+    flags = dict(
         extra_compile_args=(_SANITIZER_FLAGS if SANITIZE
                             else ["-O0", "-g"] if DEBUG else ["-O3"]),
         extra_link_args=_SANITIZER_FLAGS if SANITIZE else [],
         define_macros=[("CYTHON_TRACE_NOGIL", "1")] if DEBUG else [],
     )
+    exts = [
+        Extension("pt_engine._core", ["ext/_core.pyx"], libraries=["pcap"], **flags),
+        # The TCP quality counter (docs/quality-rules.md); needs no libpcap.
+        Extension("pt_engine._quality", ["ext/quality.pyx"], **flags),
+    ]
     directives = {"linetrace": True} if DEBUG else {}
-    return cythonize([ext], include_path=[os.path.join(ROOT, "ext")],
+    return cythonize(exts, include_path=[os.path.join(ROOT, "ext")],
                      compiler_directives=directives, annotate=DEBUG)
 
 

@@ -26,7 +26,8 @@ fixture's seed, so the same parameters give byte-identical files):
 * Each packet picks a flow uniformly and a direction (client -> server or
   back) with even odds, so a server port collects mostly ``in`` on one side
   and ``out`` on the other, and ephemeral ports show up as rows too.
-* ``mix="plain"``: Ethernet II, IPv4, TCP (60 %) or UDP (40 %) flows.
+* ``mix="plain"``: Ethernet II, IPv4, TCP (60 %) or UDP (40 %) flows;
+  ``mix="tcp"``: the same with TCP flows only.
   ``mix="mixed"``: 15 % of flows and other frames behind one 802.1Q tag,
   flows IPv4 TCP/UDP and IPv6 TCP/UDP (45/25/15/15 %), plus 6 % ICMP echo
   (class ``ip_other``) and 4 % ARP requests (class ``non_ip``).
@@ -93,6 +94,7 @@ class ProtoMix:
 PROTO_MIXES = {
     "plain": ProtoMix(flow_kinds=(0.6, 0.4, 0.0, 0.0)),
     "mixed": ProtoMix(flow_kinds=(0.45, 0.25, 0.15, 0.15), icmp=0.06, arp=0.04, vlan=0.15),
+    "tcp": ProtoMix(flow_kinds=(1.0, 0.0, 0.0, 0.0)),
 }
 
 # Rows of the manifest's port table: protocol names sorted as pt-engine sorts them.

@@ -56,6 +56,9 @@ MEMORY_PACKETS = (10_000_000, 40_000_000)
 MANY_PORTS_POOL = 65536
 MANY_PORTS_FLOWS = 1 << 20
 MANY_PORTS_MIN_ROWS = 100_000
+# The TCP-heavy fixture: 64-byte frames of 100k concurrent TCP connections (more
+# than the 65,536 the quality analysis keeps: its LRU eviction at work).
+TCP_CONNECTIONS = 100_000
 
 
 def fixture_specs(sizes: Sizes) -> dict[str, FixtureSpec]:
@@ -70,6 +73,8 @@ def fixture_specs(sizes: Sizes) -> dict[str, FixtureSpec]:
         "64-tiny": FixtureSpec(sizes="64", packets=sizes.tiny),
         "many-ports": FixtureSpec(sizes="64", packets=sizes.main, flows=MANY_PORTS_FLOWS,
                                   pool=MANY_PORTS_POOL),
+        "tcp-100k": FixtureSpec(mix="tcp", sizes="64", packets=sizes.main,
+                                flows=TCP_CONNECTIONS),
         **({"64-16M": FixtureSpec(sizes="64", packets=sizes.large)} if sizes.large else {}),
     }
 
@@ -190,6 +195,11 @@ TOOLS = {t.name: t for t in (
     Tool("pt-engine", "pt-engine read F (1 capture process), msgpack to /dev/null",
          lambda ctx, paths: [*ctx.pt_engine, "read", *map(str, paths)], check_exit_only,
          discard_stdout=True, note="counters checked by the gate before timing"),
+    Tool("pt-engine-noq", "pt-engine read F --no-tcp-quality: the counters alone",
+         lambda ctx, paths: [*ctx.pt_engine, "read", *map(str, paths), "--no-tcp-quality"],
+         check_exit_only, discard_stdout=True,
+         note="counters checked by the gate before timing; pt-engine itself measures TCP "
+              "quality too (on by default)"),
     Tool("pt-engine-2proc", "pt-engine read A B: one capture process per file",
          lambda ctx, paths: [*ctx.pt_engine, "read", *map(str, paths)], check_exit_only,
          discard_stdout=True, note="counters checked by the gate before timing"),
@@ -217,14 +227,15 @@ TOOLS = {t.name: t for t in (
          _peer("scapy_ports.py"), check_counts),
 )}
 
-PT_ENGINE_TOOLS = ("pt-engine", "pt-engine-2proc", "pt-engine-reference")
+PT_ENGINE_TOOLS = ("pt-engine", "pt-engine-noq", "pt-engine-2proc", "pt-engine-reference")
 
 # (tool, fixture role), in the order of the first round.
 CASES = (
-    ("pt-engine", "64"), ("pt-engine-2proc", "64x2"), ("c-empty", "64"), ("c-count", "64"),
-    ("tcpdump", "64"), ("pcapy-batch", "64"),
-    ("pt-engine", "imix"), ("c-empty", "imix"), ("c-count", "imix"), ("tcpdump", "imix"),
-    ("pcapy-batch", "imix"),
+    ("pt-engine", "64"), ("pt-engine-noq", "64"), ("pt-engine-2proc", "64x2"),
+    ("c-empty", "64"), ("c-count", "64"), ("tcpdump", "64"), ("pcapy-batch", "64"),
+    ("pt-engine", "imix"), ("pt-engine-noq", "imix"), ("c-empty", "imix"), ("c-count", "imix"),
+    ("tcpdump", "imix"), ("pcapy-batch", "imix"),
+    ("pt-engine", "tcp-100k"), ("pt-engine-noq", "tcp-100k"), ("c-empty", "tcp-100k"),
     ("pt-engine", "mixed"), ("c-empty", "mixed"), ("c-count", "mixed"),
     ("pcapy-next", "64-medium"),
     ("pt-engine", "64-small"), ("pt-engine-reference", "64-small"), ("dpkt", "64-small"),
@@ -249,6 +260,12 @@ TARGETS = (
      ("pt-engine", "64"), 1.6),
     ("1 process, 64B 16M: >= 0.8 x C empty loop", ("pt-engine", "64-16M"),
      ("c-empty", "64-16M"), 0.8),
+    # Issue 12: the TCP quality analysis costs at most 25 % of the counting rate.
+    ("TCP quality on, 64B: >= 0.75 x off", ("pt-engine", "64"), ("pt-engine-noq", "64"), 0.75),
+    ("TCP quality on, imix: >= 0.75 x off", ("pt-engine", "imix"), ("pt-engine-noq", "imix"),
+     0.75),
+    ("TCP quality on, 64B TCP 100k conns: >= 0.75 x off", ("pt-engine", "tcp-100k"),
+     ("pt-engine-noq", "tcp-100k"), 0.75),
 )
 MEMORY_LIMIT_MIB = 200
 GATE_FAILURE = "wrong counters (gate); not timed"
@@ -319,6 +336,7 @@ class GateResult:
     detail: str
     wall_s: float
     rows_per_window: dict | None = None    # min / median / max port rows of the windows
+    tcp_quality_state: dict | None = None  # the summary's, when the analysis ran
 
 
 def _rows_per_window(stdout: str) -> dict | None:
@@ -338,6 +356,7 @@ def gate(ctx: Context, tool: Tool, fx: Fixture) -> GateResult:
     env = _env(tool)
     run = ctx.launcher.run([*tool.command(ctx, fx.paths), "--format", "json"], env=env)
     detail = ""
+    got = None
     if not run.ok:
         detail = f"exit status {run.returncode}: {run.stderr.strip()[-300:]}"
     else:
@@ -352,7 +371,8 @@ def gate(ctx: Context, tool: Tool, fx: Fixture) -> GateResult:
                 detail = _describe_mismatch(got, fx.summary)
     return GateResult(tool.name, fx.role, label(fx.spec), not detail, detail or "exact",
                       round(run.wall_s, 3),
-                      _rows_per_window(run.stdout) if run.ok and fx.spec.pool else None)
+                      _rows_per_window(run.stdout) if run.ok and fx.spec.pool else None,
+                      (got or {}).get("tcp_quality", {}).get("state"))
 
 
 def _env(tool: Tool) -> dict:
@@ -552,6 +572,15 @@ def format_report(result: dict) -> str:
                 out.append(f"  {t['target']:52} {t['median']:.3f} [{t['best']:.3f}]  {t['status']}")
             else:
                 out.append(f"  {t['target']:52} {t['status']}")
+    states = [g for g in result["gate"] if g.get("tcp_quality_state")]
+    if states:
+        out += ["", "TCP quality state at the end of each gate run (the bounds at work):"]
+        for g in states:
+            st = g["tcp_quality_state"]
+            out.append(f"  {g['tool']:15} {g['fixture']:22} " + ", ".join(
+                f"{k} {v}" for k, v in st.items() if k in (
+                    "analysed", "connections", "connections_evicted", "records_skipped",
+                    "holes_forgotten")))
     out += format_aggregator(result)
     out += format_callgrind(result.get("callgrind"))
     if result.get("memory"):
@@ -637,6 +666,15 @@ def format_callgrind(cg: dict | None) -> list[str]:
             if "to_first_fork" in r:
                 text += f"  to the first fork {r['to_first_fork'] / 1e6:.1f} M"
             out.append(text)
+    q = cg.get("tcp_quality")
+    if q:
+        text = (f"  TCP quality analysis (capture process, pt-engine minus pt-engine-noq): "
+                f"{q['per_packet']:.1f} /pkt")
+        if "marginal_per_packet" in q:
+            text += (f", marginal {q['marginal_per_packet']:.1f} /pkt = "
+                     f"{100 * q['marginal_share_of_counting']:.0f} % of the capture process "
+                     f"without it")
+        out.append(text)
     return out
 
 
@@ -649,7 +687,7 @@ def callgrind_study(ctx: Context, fixtures: dict[str, Fixture]) -> dict:
     big, small = fixtures["64-medium"], fixtures["64-tiny"]
     out = {"fixture": label(big.spec), "packets": big.packets, "small_fixture": label(small.spec),
            "small_packets": small.packets, "tools": []}
-    for name in ("pt-engine", "c-empty"):
+    for name in ("pt-engine", "pt-engine-noq", "c-empty"):
         tool = TOOLS[name]
         entry: dict = {"tool": name}
         try:
@@ -665,6 +703,26 @@ def callgrind_study(ctx: Context, fixtures: dict[str, Fixture]) -> dict:
             entry["error"] = str(err)
             log(f"callgrind {name}: FAIL: {err}")
         out["tools"].append(entry)
+    out["tcp_quality"] = _quality_instructions(out["tools"])
+    return out
+
+
+def _quality_instructions(tools: list[dict]) -> dict | None:
+    """The TCP quality analysis's instructions per packet: the capture process of
+    pt-engine minus that of pt-engine --no-tcp-quality, per packet and marginal."""
+    capture = {}
+    for tool in tools:
+        for r in tool.get("processes", ()):
+            if r["role"] == "capture":
+                capture[tool["tool"]] = r
+    on, off = capture.get("pt-engine"), capture.get("pt-engine-noq")
+    if on is None or off is None:
+        return None
+    out = {"per_packet": on["per_packet"] - off["per_packet"],
+           "capture_per_packet_off": off["per_packet"]}
+    if "marginal_per_packet" in on and "marginal_per_packet" in off:
+        out["marginal_per_packet"] = on["marginal_per_packet"] - off["marginal_per_packet"]
+        out["marginal_share_of_counting"] = out["marginal_per_packet"] / off["marginal_per_packet"]
     return out
 
 

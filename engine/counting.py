@@ -6,8 +6,10 @@ windows of packet time (counting-rules section 6) and counts them:
 
 * the per-port counters natively, in the same pass as the cut
   (``PortWindows``: ext/windows.pyx, or its twin in pt_engine._reference);
-* the counters of other analysers (pt_engine.analysers: ``counter``) in
-  Python, over the same slices, as a numpy view of the buffer.
+* the counters of other analysers (pt_engine.analysers: ``counter``) over
+  the same slices: as a numpy view of the buffer, or the buffer itself for
+  a counter that asks for it (``raw_records``: a native counter, which then
+  needs no numpy in the capture process).
 
 A window closes when a record of a later window arrives (files), when the
 capture process's watermark passes its end (live: nothing older is still
@@ -52,6 +54,9 @@ class CaptureCounting:
     def __init__(self, interval_ns: int, counters: dict | None = None):
         self._windows = core().PortWindows(interval_ns)
         self._counters = counters or {}     # analyser name -> Counter
+        # (counter, whether it takes the raw buffer rather than a numpy view)
+        self._feeds = [(c, bool(getattr(c, "raw_records", False)))
+                       for c in self._counters.values()]
         self._view = None
 
     @classmethod
@@ -82,10 +87,9 @@ class CaptureCounting:
         windows = self._windows
         while pos < n:
             cut = windows.count(buf, pos, n)
-            if self._counters and cut > pos:
-                records = self._records(buf)
-                for counter in self._counters.values():
-                    counter.consume(records, pos, cut)
+            if cut > pos:
+                for counter, raw in self._feeds:
+                    counter.consume(buf if raw else self._records(buf), pos, cut)
             pos = cut
             if cut < n:
                 delta = self._delta(windows.advance(windows.next_ns))

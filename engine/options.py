@@ -54,7 +54,8 @@ class Opt:
     nargs: str | None = None
     choices: tuple | None = None
     toml: bool = True
-    switch: bool = False              # store_true
+    switch: bool = False              # store_true (store_false with `off`)
+    off: bool = False                 # a switch that turns off what is on by default
     label: str | None = None          # what messages call it, if not its long flag
     cli: bool = True                  # False: a config file key only (credentials)
 
@@ -151,6 +152,10 @@ OPTIONS: tuple[Opt, ...] = (
         field="bpf", metavar="BPF", check=config.check_text),
     Opt("ports", ("--ports",), "report only these ports, e.g. 22,80,https,8000-8100",
         _ALL, metavar="SPEC", check=config.check_ports, convert=PortSpec.parse),
+    Opt("tcp_quality", ("--no-tcp-quality",), "do not measure TCP quality (RTT, jitter, "
+        "retransmissions, gaps, duplicate ACKs per port: the tcp_quality field, "
+        "docs/quality-rules.md; on by default; config: tcp_quality = false)",
+        (*_STREAM, "top"), default=True, switch=True, off=True, check=config.check_switch),
     Opt("analysers", ("--analyser",), "run this analyser too (a plugin; `pt-engine "
         "plugins` lists them); repeatable", _STREAM, metavar="NAME", repeat=True,
         check=config.check_names, convert=_names),
@@ -368,7 +373,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str,
             continue
         kwargs: dict = {"help": opt.help}
         if opt.switch:
-            kwargs.update(action="store_true")
+            kwargs.update(action="store_false" if opt.off else "store_true")
         else:
             kwargs.update(metavar=opt.metavar, default=opt.default)
             if opt.arg_type is not None:

@@ -380,7 +380,10 @@ class _Pipeline:
         from .analysers import ALWAYS, AnalyserContext
         ctx = AnalyserContext(tuple(self._groups()), self.opts.interval_ns, self.opts.ports,
                               self.live, self.opts.addresses, self.opts.state_dir)
-        return CountingSpec(ctx, tuple(dict.fromkeys((*ALWAYS, *self.opts.analysers))))
+        # tcp_quality runs unless --no-tcp-quality (or named with --analyser anyway)
+        default = ("tcp_quality",) if self.opts.tcp_quality else ()
+        return CountingSpec(ctx, tuple(dict.fromkeys((*ALWAYS, *default,
+                                                      *self.opts.analysers))))
 
     def _aggregator(self):
         from . import analysers

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from importlib import metadata
 
 from . import __version__
 from .errors import PluginError
@@ -78,6 +77,7 @@ def available(kind: str) -> dict[str, Plugin]:
     if kind not in _cache:
         found = {name: Plugin(kind, name, target, "pt-engine", __version__)
                  for name, target in _builtin(kind).items()}
+        from importlib import metadata    # here: loading a built-in never needs it
         for ep in metadata.entry_points(group=f"pt_engine.{kind}"):
             dist = ep.dist.name if ep.dist is not None else "?"
             version = ep.dist.version if ep.dist is not None else "?"

@@ -23,7 +23,7 @@ from .sinks import Destination, SinkContext
 _LIVE_ONLY = ("interfaces", "workers", "snaplen", "buffer", "user", "duration")
 # ...and those that shape a stream: they cannot change one recorded via --connect.
 _SHAPING = ("interfaces", "workers", "snaplen", "buffer", "user", "interval", "filter",
-            "ports", "analysers", "observers", "addresses", "alert", "on_alert")
+            "ports", "tcp_quality", "analysers", "observers", "addresses", "alert", "on_alert")
 
 
 def main(args) -> int:
@@ -45,8 +45,8 @@ def main(args) -> int:
         return _record_connect(opts.connect, dest, opts.duration, opts.output_buffer,
                                ClientTls(opts.tls_cert, opts.tls_key, opts.tls_ca))
     common = dict(interval_ns=opts.interval_ns, bpf=opts.bpf, ports=opts.ports,
-                  outputs=(dest,), analysers=opts.analysers, observers=opts.observers,
-                  addresses=opts.addresses, state_dir=opts.state_dir,
+                  outputs=(dest,), tcp_quality=opts.tcp_quality, analysers=opts.analysers,
+                  observers=opts.observers, addresses=opts.addresses, state_dir=opts.state_dir,
                   output_buffer=opts.output_buffer, alerts=opts.alerts,
                   on_alert=opts.on_alert, alert_timeout=opts.alert_timeout,
                   alert_hooks=opts.alert_hooks)

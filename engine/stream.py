@@ -274,6 +274,8 @@ def encoder(fmt: str):
                 return packer.pack_map_header(len(value)) + b"".join(
                     packer.pack(k) + pack_value(v) for k, v in value.items())
             if isinstance(value, list):
+                if not any(isinstance(v, (PortRows, dict)) for v in value):
+                    return packer.pack(value)   # plain lists (tcp_quality rows): all in C
                 return packer.pack_array_header(len(value)) + b"".join(map(pack_value, value))
             return packer.pack(value)
 

@@ -81,7 +81,7 @@ def synthetic_records(n: int, seed: int = 1, conversations: int = 0) -> np.ndarr
 _TCP_FIN, _TCP_SYN, _TCP_RST, _TCP_ACK = 0x01, 0x02, 0x04, 0x10
 
 
-def _addr(version: int, host: int) -> bytes:
+def addr(version: int, host: int) -> bytes:
     if version == 4:
         return bytes(10) + b"\xff\xff" + bytes([10, 0, host >> 8, host & 0xFF])
     return b"\x20\x01\x0d\xb8" + bytes(10) + bytes([host >> 8, host & 0xFF])
@@ -101,7 +101,7 @@ def tcp_conversation_records(count: int, seed: int = 1, span_ns: int = 3 * 10**9
     rows = []   # (ts, src, sport, dst, dport, seq, ack, payload, win, flags, info)
     for k in range(count):
         version = 6 if rng.random() < 0.3 else 4
-        client, server = _addr(version, 1 + k % 4000), _addr(version, 9000 + k % 7)
+        client, server = addr(version, 1 + k % 4000), addr(version, 9000 + k % 7)
         cport = int(rng.integers(1024, 65536))
         sport = int(rng.choice([22, 80, 443, 8080]))
         info = 1 | (16 if version == 6 else 0)
@@ -176,6 +176,13 @@ def tcp_conversation_records(count: int, seed: int = 1, span_ns: int = 3 * 10**9
             t += rtt // 2
             emit(0, nxt[0] + 1, nxt[1] + 1, 0, _TCP_ACK)
     rows.sort(key=lambda r: r[0])
+    return tcp_records(rows)
+
+
+def tcp_records(rows: list[tuple]) -> np.ndarray:
+    """Records of ported TCP packets, as the parser writes them, from rows of
+    (ts_ns, src_addr, sport, dst_addr, dport, seq, ack, payload, win, flags,
+    tcp_info), addresses as 16 bytes; in the order given."""
     out = np.zeros(len(rows), dtype=RECORD_DTYPE)
     if not rows:
         return out

@@ -502,10 +502,16 @@ def test_several_outputs_at_once(tmp_path):
                              "--output", "-", "--output", f"unix:{sock}", "--output", str(rec),
                              "--format", "msgpack"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
+    # stdout is read while the test subscribes: the stream is larger than a pipe
+    # holds, and a file run waits for a sink that does not read (not for ever)
+    read = {}
+    reader = threading.Thread(target=lambda: read.update(out=proc.stdout.read()))
+    reader.start()
     got = subscribe(sock, proc)
-    stdout, stderr = proc.communicate(timeout=60)
+    reader.join(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    from_stdout = stream.decode(stdout)
+    from_stdout = stream.decode(read["out"])
     from_socket = [r for r in stream.decode(bytes(got)) if r["type"] != "snapshot"]
     assert from_stdout == from_socket == stream.decode(rec.read_bytes())
     assert from_stdout[-1]["type"] == "summary" and "outputs" not in from_stdout[-1]

@@ -13,8 +13,9 @@ An analyser class (the aggregator side):
 
 * is created with an ``AnalyserContext`` (the counter groups, window length,
   the --ports selection, live or file run);
-* ``counter``: the class of its capture-side part (below), created in
-  every capture process with the same context, or None;
+* ``counter``: what makes its capture-side part (below): a class, or a
+  function of the context (tcp_quality picks its backend's), called in
+  every capture process with the same context; or None;
 * ``merge(delta, group)``: one capture process's delta for the window about
   to close; the process belongs to counter group `group`;
 * ``window(start_ns, end_ns)``: the window ``[start_ns, end_ns)`` closed:
@@ -28,7 +29,12 @@ A counter (the capture-side part, in the capture process, after the fork):
   ``RECORD_DTYPE`` array belong to the open window (keep no view of them
   after returning: the buffer is reused);
 * ``take()``: the open window closed: return its delta (anything pickle
-  can carry, None for nothing) and start afresh.
+  can carry, None for nothing) and start afresh;
+* ``raw_records`` (a class attribute, false by default): when true,
+  ``consume`` gets the record buffer itself instead of a numpy view: a
+  writable buffer of whole 72-byte records (ext/records.pxd), records
+  ``[start, stop)`` at byte offsets ``72 * start`` on. A native counter
+  reads it directly, so the capture process need not import numpy.
 
 Results must merge exactly whatever the number of capture processes and how
 their records were split: count in integers, never floats (the contract
@@ -40,7 +46,8 @@ A new analyser is one module with one class and one line in ``BUILTIN``, or
 a plugin: an entry point in the group ``pt_engine.analysers`` naming the
 class (docs/architecture.md). Built-in ``ports`` always runs; others run
 when named with ``--analyser NAME`` (or ``analysers = [...]`` in the config
-file).
+file), except ``tcp_quality``, which runs unless ``--no-tcp-quality``
+(``tcp_quality = false``).
 """
 from __future__ import annotations
 
@@ -55,7 +62,8 @@ if TYPE_CHECKING:
 # name -> "module:class"; the per-port counters come first and always run.
 BUILTIN = {
     "ports": "pt_engine.analysers.ports:PortCounters",
-    # Pure Python for now: runs only when named (--analyser tcp_quality).
+    # On by default in read, run and record (the pipeline adds it unless
+    # --no-tcp-quality); native in the capture processes.
     "tcp_quality": "pt_engine.analysers.tcp_quality:TcpQuality",
     # Pure Python: --analyser talkers (addresses by --addresses, pt_engine.addresses).
     "talkers": "pt_engine.analysers.talkers:Talkers",
@@ -80,6 +88,8 @@ class AnalyserContext:
 
 class Counter:
     """Base of an analyser's capture-side part; see the module docstring."""
+
+    raw_records: ClassVar[bool] = False     # consume() gets the buffer, not a numpy view
 
     def __init__(self, ctx: AnalyserContext):
         self.ctx = ctx

@@ -1,36 +1,43 @@
 """TCP quality per port, measured passively (docs/quality-rules.md): RTT,
 jitter, retransmissions, out-of-order segments, sequence gaps, duplicate ACKs.
 
-This is the plain-Python implementation of the contract, written to be read
-next to docs/quality-rules.md rather than to be fast: one method per rule,
-one packet at a time, in file order. It runs only when named
-(``--analyser tcp_quality``); a native version in the capture processes,
-on by default, is to follow, and must give exactly the same figures.
-
 Two parts, as every analyser (pt_engine.analysers):
 
-* ``QualityCounter`` runs in each capture process, that is per source group
+* the **counter** runs in each capture process, that is per source group
   (one file, or one live capture process): it keeps the connections and
   their halves, bounded as section 7 says, and for the open window the rows
-  it touched and the state counters. ``take()`` hands them over as
-  ``(rows, state)``: ``rows`` maps ``(port, side)`` (side 0 = "in",
-  1 = "out") to a list of the 14 counters of ``COLUMNS`` followed by the 32
-  histogram buckets; ``state`` is a tuple in the order of ``STATE_KEYS``.
+  it touched and the state counters. It is native by default
+  (``pt_engine._quality.QualityCounter``, ext/quality.pyx, fed the raw
+  record buffer); under the reference backend (``PT_ENGINE_PUREPYTHON=1``)
+  it is ``QualityCounter`` below, the contract in plain Python, written to
+  be read next to docs/quality-rules.md rather than to be fast: one method
+  per rule, one packet at a time, in file order. The two give the same
+  figures, byte for byte (tests/test_quality_native.py).
 * ``TcpQuality`` merges the deltas in the aggregator, exactly (sums; min and
   max over the parts that have samples), and writes ``"tcp_quality"``:
   ``{"rows": [...]}`` in each window, ``{"rows": [...], "state": {...}}`` in
   the summary (section 8).
 
-Every figure is an integer; the two parts share no state, so any split of
-the records among capture processes that keeps each source group whole
-gives the same output.
+A delta is the bytes of ext/quality.pyx's layout (``pack_delta`` writes it
+in Python, ``unpack_delta`` reads it); the twin's ``take()`` gives the same
+content as ``(rows, state)``: ``rows`` maps ``(port, side)`` (side 0 = "in",
+1 = "out") to a list of the 14 counters of ``COLUMNS`` followed by the 32
+histogram buckets; ``state`` is a tuple in the order of ``STATE_KEYS``.
+``TcpQuality.merge`` takes either.
+
+Every figure is an integer (uint64 from the counter on: a sum past 2^64
+would need timestamps centuries apart); the two parts share no state, so
+any split of the records among capture processes that keeps each source
+group whole gives the same output.
 """
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from .. import records as rec
+from ..backend import use_reference_backend
 from . import Analyser, AnalyserContext, Counter
 
 # --- the contract's constants -------------------------------------------------------------
@@ -397,25 +404,138 @@ class QualityCounter(Counter):
             self._row(key)[column] += value
 
 
+# --- the counter of the backend -------------------------------------------------------------
+
+def new_counter(ctx: AnalyserContext | None = None, bounds: Bounds = BOUNDS):
+    """The capture-side counter of the backend in use: the native one
+    (ext/quality.pyx), or the twin under the reference backend."""
+    if use_reference_backend():
+        return QualityCounter(ctx, bounds)
+    from .._quality import QualityCounter as NativeQualityCounter
+    return NativeQualityCounter(**asdict(bounds))
+
+
+# --- deltas (the layout of ext/quality.pyx) --------------------------------------------------
+
+DELTA_VERSION = 1
+_DELTA_HEAD = struct.Struct("<12Q")     # version, rows, values, 0, the 8 state counters
+N_ROW_KEYS = 2 * rec.N_PORTS            # row key: port << 1 | side
+
+
+def pack_delta(rows: dict, state) -> bytes:
+    """The delta bytes of the twin's (rows, state), as ext/quality.pyx writes them."""
+    keys = sorted(port << 1 | side for (port, side), row in rows.items()
+                  if any(row[:N_COUNTERS]))
+    masks, values = [], []
+    for key in keys:
+        mask = 0
+        for j, value in enumerate(rows[(key >> 1, key & 1)]):
+            if value:
+                mask |= 1 << j
+                values.append(value)
+        masks.append(mask)
+    n = len(keys)
+    return (_DELTA_HEAD.pack(DELTA_VERSION, n, len(values), 0, *state)
+            + struct.pack(f"<{n}I", *keys) + bytes(-4 * n % 8)
+            + struct.pack(f"<{n + len(values)}Q", *masks, *values))
+
+
+def unpack_delta(delta):
+    """(keys, values, state) of delta bytes: row keys (uint32, increasing), their
+    (n, ROW_WIDTH) uint64 values, and the state counters (a tuple). Raises
+    ValueError for bytes of another layout."""
+    import numpy as np
+    head = _DELTA_HEAD.unpack_from(delta)
+    version, n, n_values = head[:3]
+    at = _DELTA_HEAD.size
+    size = at + (4 * n + 7) // 8 * 8 + 8 * n + 8 * n_values
+    if version != DELTA_VERSION or len(delta) != size:
+        raise ValueError(f"not a tcp_quality delta: version {version}, {len(delta)} bytes "
+                         f"for {n} rows and {n_values} values")
+    keys = np.frombuffer(delta, "<u4", n, at)
+    at += (4 * n + 7) // 8 * 8
+    masks = np.frombuffer(delta, "<u8", n, at)
+    bits = np.unpackbits(masks.view(np.uint8).reshape(n, 8), axis=1,
+                         bitorder="little")[:, :ROW_WIDTH].astype(bool)
+    values = np.zeros((n, ROW_WIDTH), dtype=np.uint64)
+    values[bits] = np.frombuffer(delta, "<u8", n_values, at + 8 * n)
+    return keys, values, head[4:]
+
+
 # --- the aggregator side ------------------------------------------------------------------
 
-def merge_rows(into: dict, rows: dict) -> None:
-    """Add `rows` ((port, side) -> row) to `into`, exactly: sums, and min and max
-    over the parts that have samples."""
-    for key, row in rows.items():
-        mine = into.get(key)
-        if mine is None:
-            into[key] = list(row)
-            continue
-        if row[RTT_SAMPLES]:
-            if mine[RTT_SAMPLES]:
-                mine[RTT_MIN] = min(mine[RTT_MIN], row[RTT_MIN])
-                mine[RTT_MAX] = max(mine[RTT_MAX], row[RTT_MAX])
-            else:
-                mine[RTT_MIN], mine[RTT_MAX] = row[RTT_MIN], row[RTT_MAX]
-        for i, value in enumerate(row):
-            if i != RTT_MIN and i != RTT_MAX:
-                mine[i] += value
+def _merge_aligned(a, b):
+    """Rows a + b, row by row: sums, and min and max over the rows that have samples."""
+    import numpy as np
+    out = a + b
+    has_a, has_b = a[:, RTT_SAMPLES] > 0, b[:, RTT_SAMPLES] > 0
+    out[:, RTT_MIN] = np.where(has_a & has_b, np.minimum(a[:, RTT_MIN], b[:, RTT_MIN]),
+                               np.where(has_a, a[:, RTT_MIN], b[:, RTT_MIN]))
+    out[:, RTT_MAX] = np.maximum(a[:, RTT_MAX], b[:, RTT_MAX])   # 0 without samples
+    return out
+
+
+def merge_parts(parts: list):
+    """The sum of several (keys, values) row sets, keys increasing; exact: sums,
+    and min and max over the parts that have samples."""
+    import numpy as np
+    if not parts:
+        return np.zeros(0, dtype=np.uint32), np.zeros((0, ROW_WIDTH), dtype=np.uint64)
+    if len(parts) == 1:
+        return parts[0]
+    keys = np.concatenate([k for k, _ in parts])
+    values = np.concatenate([v for _, v in parts])
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    out = np.add.reduceat(values, first, axis=0)
+    sampled = values[:, RTT_SAMPLES] > 0
+    out[:, RTT_MIN] = np.minimum.reduceat(
+        np.where(sampled, values[:, RTT_MIN], np.uint64((1 << 64) - 1)), first)
+    out[:, RTT_MIN][out[:, RTT_SAMPLES] == 0] = 0
+    out[:, RTT_MAX] = np.maximum.reduceat(values[:, RTT_MAX], first)
+    return keys[first], out
+
+
+class _Totals:
+    """The run's cumulative rows: a slot per row key seen, values by slot."""
+
+    def __init__(self):
+        import numpy as np
+        self._slot = np.full(N_ROW_KEYS, -1, dtype=np.int64)
+        self._keys = np.zeros(64, dtype=np.uint32)
+        self._values = np.zeros((64, ROW_WIDTH), dtype=np.uint64)
+        self._n = 0
+
+    def add(self, keys, values) -> None:
+        import numpy as np
+        if not len(keys):
+            return
+        new = keys[self._slot[keys] < 0]
+        if len(new):
+            n = self._n + len(new)
+            if n > len(self._keys):
+                size = max(n, 2 * len(self._keys))
+                self._keys = np.resize(self._keys, size)
+                self._values = np.concatenate(
+                    [self._values[:self._n], np.zeros((size - self._n, ROW_WIDTH), np.uint64)])
+            self._slot[new] = np.arange(self._n, n)
+            self._keys[self._n:n] = new
+            self._n = n
+        slots = self._slot[keys]
+        seen = slots < self._n - len(new)        # rows the totals had before
+        if seen.all():
+            self._values[slots] = _merge_aligned(self._values[slots], values)
+        else:
+            self._values[slots[~seen]] = values[~seen]
+            old = slots[seen]
+            self._values[old] = _merge_aligned(self._values[old], values[seen])
+
+    def rows(self):
+        """(keys, values), keys increasing."""
+        import numpy as np
+        order = np.argsort(self._keys[:self._n])
+        return self._keys[order], self._values[order]
 
 
 class TcpQuality(Analyser):
@@ -423,47 +543,51 @@ class TcpQuality(Analyser):
 
     name = "tcp_quality"
     fields = ("tcp_quality",)
-    counter = QualityCounter
+    counter = staticmethod(new_counter)
 
     def __init__(self, ctx: AnalyserContext):
         super().__init__(ctx)
-        self._window: dict = {}
+        self._parts: list = []          # the open window's (keys, values), per delta
         self._window_state = [0] * len(STATE_KEYS)
-        self._total: dict = {}
+        self._total = _Totals()
         self._state = [0] * len(STATE_KEYS)
 
     def merge(self, delta, group: int) -> None:
         if delta is None:
             return
-        rows, state = delta
-        merge_rows(self._window, rows)
+        if isinstance(delta, tuple):       # the twin's (rows, state)
+            delta = pack_delta(*delta)
+        keys, values, state = unpack_delta(delta)
+        if len(keys):
+            self._parts.append((keys, values))
         for i, value in enumerate(state):
             self._window_state[i] += value
 
     def window(self, start_ns: int, end_ns: int) -> dict:
-        fields = {"tcp_quality": {"rows": self._stream_rows(self._window)}}
-        merge_rows(self._total, self._window)
+        keys, values = merge_parts(self._parts)
+        fields = {"tcp_quality": {"rows": self._stream_rows(keys, values)}}
+        self._total.add(keys, values)
         for i, value in enumerate(self._window_state):
             self._state[i] += value
-        self._window = {}
+        self._parts = []
         self._window_state = [0] * len(STATE_KEYS)
         return fields
 
     def summary(self) -> dict:
-        return {"tcp_quality": {"rows": self._stream_rows(self._total),
+        return {"tcp_quality": {"rows": self._stream_rows(*self._total.rows()),
                                 "state": dict(zip(STATE_KEYS, self._state))}}
 
-    def _stream_rows(self, rows: dict) -> list[list]:
-        """Section 8's rows, sorted by (port, side), all-zero rows and ports that
-        --ports leaves out omitted."""
+    def _stream_rows(self, keys, values) -> list[list]:
+        """Section 8's rows of row keys in increasing order (by port, then side),
+        the ports that --ports leaves out omitted (the counters leave out the
+        all-zero rows)."""
         ports = self.ctx.ports
-        out = []
-        for port, side in sorted(rows):
-            row = rows[(port, side)]
-            if not any(row[:N_COUNTERS]) or (ports is not None and not ports.mask[port]):
-                continue
-            out.append(["tcp", port, SIDES[side], *row[:N_COUNTERS], list(row[N_COUNTERS:])])
-        return out
+        if ports is not None:
+            keep = ports.mask[keys >> 1]
+            keys, values = keys[keep], values[keep]
+        return [["tcp", key >> 1, SIDES[key & 1], *counters, hist] for key, counters, hist
+                in zip(keys.tolist(), values[:, :N_COUNTERS].tolist(),
+                       values[:, N_COUNTERS:].tolist())]
 
 
 # --- figures from the stream's rows (for top, alerts and plot) ----------------------------
@@ -531,10 +655,11 @@ def merged(values: list[list[int]]) -> list[int] | None:
     """Several rows' values merged exactly (None for none)."""
     if not values:
         return None
-    into: dict = {}
-    for v in values:
-        merge_rows(into, {0: v})
-    return into[0]
+    out = [sum(column) for column in zip(*values)]
+    sampled = [v for v in values if v[RTT_SAMPLES]]
+    out[RTT_MIN] = min((v[RTT_MIN] for v in sampled), default=0)
+    out[RTT_MAX] = max((v[RTT_MAX] for v in sampled), default=0)
+    return out
 
 
 def metric(values: list[int] | None, name: str) -> float | None:
