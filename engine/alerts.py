@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from . import stream
 from .analysers import tcp_quality as _quality
 from .config import AlertRule, PingRule, si
+from .errors import ConfigError
 from .log import log
 from .observers import Observer
 from .stream import COL
@@ -95,6 +96,12 @@ class Alerts(Observer):
         None without rules."""
         if not options.alerts:
             return None
+        quality_on = getattr(options, "tcp_quality", False) or \
+            "tcp_quality" in getattr(options, "analysers", ())
+        for rule in options.alerts:
+            if getattr(rule, "quality", False) and not quality_on:
+                raise ConfigError(f"--alert {rule.name!r}: {rule.metric} comes from the TCP "
+                                  f"quality analysis, which --no-tcp-quality turns off")
         return cls(options.alerts, options.on_alert, options.alert_timeout, options.alert_hooks)
 
     def observe(self, record: dict) -> list[dict]:

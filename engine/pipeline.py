@@ -240,6 +240,10 @@ def drop_privileges(user: str) -> None:
         entry = pwd.getpwnam(user)
     except KeyError:
         raise errors.ConfigError(f"--user {user!r}: no such user") from None
+    # What clear_capabilities needs is imported now: after the switch this Python's
+    # own files may be unreadable (a capture process has imported nothing else yet).
+    import ctypes  # noqa: F401
+    import platform  # noqa: F401
     if os.getuid() == entry.pw_uid:
         clear_capabilities()
         return

@@ -476,3 +476,11 @@ def test_quality_alerts_on_a_real_capture_carry_the_windows_figures(tmp_path):
         rows = [q.row_values(row) for row in windows[alert["window_start_ns"]]["tcp_quality"]["rows"]
                 if row[1] == alert["port"]]
         assert alert["value"] == pytest.approx(q.metric(q.merged(rows), "rtt_avg_ms"))
+
+
+def test_a_quality_rule_without_the_quality_analysis_is_refused(tmp_path):
+    capture_file = Path(__file__).parent / "quality-corpus" / "zeek_mapi.pcap"
+    proc = run_cli("read", str(capture_file), "--no-tcp-quality", "--alert",
+                   "tcp:*:in:rtt_p95_ms>1", env={"PT_ENGINE_CONFIG": "/dev/null"})
+    assert proc.returncode == 2
+    assert b"comes from the TCP quality analysis, which --no-tcp-quality turns off" in proc.stderr

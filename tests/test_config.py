@@ -252,7 +252,7 @@ limit = 1
 
 @pytest.mark.parametrize("text, message", [
     ("interval = 1\nintervall = 2\n",
-     "config.toml line 2: intervall: unknown key; the keys are alert, alert_hooks"),
+     "config.toml line 2: intervall: unknown key; the keys are addresses, alert, alert_hooks"),
     ("\n\nworkers = 0\n", "config.toml line 3: workers: 0: choose 1 to 64"),
     ("workers = '4'\n", "config.toml line 1: workers: '4' is not a whole number"),
     ("workers = true\n", "config.toml line 1: workers: True is not a whole number"),

@@ -109,7 +109,7 @@ def capture(bed: LinkBed, engines: list[tuple[str, ...]], conns: int = 1,
             engine = subprocess.Popen(
                 [sys.executable, "-m", "pt_engine", "run", "-i",
                  f"{bed.client_ns}/{bed.client_if}", "--format", "json", "--interval", "1",
-                 "--analyser", "tcp_quality", *args],
+                 *args],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             procs.append(engine)
             line = b""

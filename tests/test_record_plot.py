@@ -413,7 +413,7 @@ def test_plot_png_size_and_port_labels(tmp_path):
 
     recording = plot.load([str(rec)], top=5)
     fig = plot.figure(recording, (1000, 700))
-    ax_in, ax_out, ax_bar = fig.axes
+    ax_in, ax_out, ax_bar = fig.axes[:3]       # then the TCP quality panels
     busiest = sorted(MANY_EXPECTED["ports"], key=lambda r: (-(r[3] + r[5]), r[0], r[1]))[:5]
     labels = [f"{r[0]}/{r[1]}" for r in busiest]
     assert labels[:2] == ["tcp/80", "tcp/443"]
@@ -614,7 +614,7 @@ def test_plot_charts_tcp_quality_when_the_windows_carry_it(tmp_path):
 
 def test_plot_without_tcp_quality_keeps_three_panels(tmp_path):
     rec_path = tmp_path / "p.msgpack"
-    assert main(["record", str(rec_path), "--read", str(QUALITY_CAPTURE)]) == 0
+    assert main(["record", str(rec_path), "--read", str(QUALITY_CAPTURE), "--no-tcp-quality"]) == 0
     rec = plot.load([str(rec_path)])
     assert rec.quality is None and len(plot.figure(rec).axes) == 3
     out = tmp_path / "p.png"
