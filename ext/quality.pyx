@@ -56,22 +56,28 @@ cdef enum:
     SLAB_SHIFT = 12              # items per slab: 4096
     MAX_HOLE_CLASSES = 16
 
-# columns (tcp_quality.COLUMNS)
+# Where each figure is kept in row_t.c: the ones a data segment touches first,
+# in one cache line; COLUMN_AT maps tcp_quality.COLUMNS order to these.
 cdef enum:
-    C_RTT_SAMPLES = 0
-    C_RTT_SUM = 1
-    C_RTT_MIN = 2
-    C_RTT_MAX = 3
-    C_JITTER_SUM = 4
-    C_JITTER_PAIRS = 5
-    C_DATA_SEGMENTS = 6
-    C_DATA_BYTES = 7
-    C_RETRANS_SEGMENTS = 8
-    C_RETRANS_BYTES = 9
-    C_OOO_SEGMENTS = 10
-    C_GAPS = 11
-    C_GAP_BYTES = 12
-    C_DUP_ACKS = 13
+    C_DATA_SEGMENTS = 0
+    C_DATA_BYTES = 1
+    C_GAPS = 2
+    C_GAP_BYTES = 3
+    C_RETRANS_SEGMENTS = 4
+    C_RETRANS_BYTES = 5
+    C_OOO_SEGMENTS = 6
+    C_DUP_ACKS = 7
+    C_RTT_SAMPLES = 8
+    C_RTT_SUM = 9
+    C_RTT_MIN = 10
+    C_RTT_MAX = 11
+    C_JITTER_SUM = 12
+    C_JITTER_PAIRS = 13
+
+cdef int COLUMN_AT[14]
+COLUMN_AT[:] = [C_RTT_SAMPLES, C_RTT_SUM, C_RTT_MIN, C_RTT_MAX, C_JITTER_SUM, C_JITTER_PAIRS,
+                C_DATA_SEGMENTS, C_DATA_BYTES, C_RETRANS_SEGMENTS, C_RETRANS_BYTES,
+                C_OOO_SEGMENTS, C_GAPS, C_GAP_BYTES, C_DUP_ACKS]
 
 # state counters (tcp_quality.STATE_KEYS)
 cdef enum:
@@ -155,9 +161,10 @@ ctypedef struct by_use_t:       # for building the LRU queue
     uint64_t stamp
     uint32_t conn
 
-ctypedef struct row_t:          # 240 bytes: the window's figures of one (port, side)
-    uint64_t c[14]
+ctypedef struct row_t:          # 256 bytes, 64-aligned: the window's figures of one (port, side)
+    uint64_t c[14]              # in the order of the C_* above
     uint32_t h[32]              # bucket counts; a wrap past 2^32 is kept in q_t.ovf
+    uint64_t pad[2]
 
 ctypedef struct pair_t:         # the two rows of one half's data, fetched at its first event
     uint32_t kin                # (pB, in)
@@ -200,6 +207,7 @@ ctypedef struct q_t:
     hole_t* scratch             # 2 * max_holes_half + 2
     # the open window
     row_t* rows
+    void* rows_raw              # what calloc gave (rows: aligned to 64 bytes)
     uint32_t* row_of            # key -> slot + 1
     uint32_t* touched           # slot -> key
     uint32_t n_rows
@@ -1042,7 +1050,7 @@ cdef inline bint row_used(row_t* row) noexcept nogil:
 cdef inline uint64_t row_value(q_t* q, uint64_t* wraps, uint32_t slot, int j) noexcept nogil:
     cdef row_t* row = &q.rows[slot]
     if j < N_COUNTERS:
-        return row.c[j]
+        return row.c[COLUMN_AT[j]]
     if wraps != NULL:
         return row.h[j - N_COUNTERS] + wraps[<size_t>slot * HIST_BUCKETS + j - N_COUNTERS]
     return row.h[j - N_COUNTERS]
@@ -1087,11 +1095,13 @@ cdef class QualityCounter:
         self.q.hash = <uint64_t*>calloc(self.q.hash_mask + 1, sizeof(uint64_t))
         self.q.lru = <lru_t*>malloc((self.q.lru_mask + 1) * sizeof(lru_t))
         self.q.scratch = <hole_t*>malloc((2 * self.q.max_holes_half + 2) * sizeof(hole_t))
-        self.q.rows = <row_t*>calloc(N_ROW_KEYS, sizeof(row_t))
+        # calloc: pages are mapped as rows are used; aligned by hand to a cache line
+        self.q.rows_raw = calloc(N_ROW_KEYS * sizeof(row_t) + 64, 1)
+        self.q.rows = <row_t*>((<size_t>self.q.rows_raw + 63) & ~(<size_t>63))
         self.q.row_of = <uint32_t*>calloc(N_ROW_KEYS, sizeof(uint32_t))
         self.q.touched = <uint32_t*>malloc(N_ROW_KEYS * sizeof(uint32_t))
         if (self.q.conns == NULL or self.q.free_conns == NULL or self.q.hash == NULL
-                or self.q.lru == NULL or self.q.scratch == NULL or self.q.rows == NULL
+                or self.q.lru == NULL or self.q.scratch == NULL or self.q.rows_raw == NULL
                 or self.q.row_of == NULL or self.q.touched == NULL):
             raise MemoryError()
         for k in range(self.q.max_conns):
@@ -1113,7 +1123,7 @@ cdef class QualityCounter:
         free(self.q.hash)
         free(self.q.lru)
         free(self.q.scratch)
-        free(self.q.rows)
+        free(self.q.rows_raw)
         free(self.q.row_of)
         free(self.q.touched)
         free(self.q.ovf)
