@@ -379,6 +379,18 @@ cdef void free_records(q_t* q, half_t* h) noexcept nogil:
     h.rec_tail = 0
     h.n_recs = 0
 
+cdef uint32_t new_chunk(q_t* q) noexcept nogil:
+    """An empty chunk at the end of no chain (0 if memory ran out)."""
+    cdef uint32_t idx = pool_alloc(q, &q.recs)
+    cdef chunk_t* c
+    if idx:
+        c = chunk(q, idx)
+        c.next = 0
+        c.lo = 0
+        c.n = 0
+        c.flags = 0
+    return idx
+
 cdef void record(q_t* q, half_t* h, uint32_t start, uint32_t end, uint64_t t) noexcept nogil:
     """Append the record (start, end, t), within the bounds of section 7."""
     cdef chunk_t* tail
@@ -390,14 +402,10 @@ cdef void record(q_t* q, half_t* h, uint32_t start, uint32_t end, uint64_t t) no
         h.bits |= H_FLAG_NEXT
         return
     if h.n_recs == 0:
-        idx = pool_alloc(q, &q.recs)
+        idx = new_chunk(q)
         if idx == 0:
             return
         tail = chunk(q, idx)
-        tail.next = 0
-        tail.lo = 0
-        tail.n = 0
-        tail.flags = 0
         h.rec_head = idx
         h.rec_tail = idx
         h.head_end = end
@@ -411,15 +419,11 @@ cdef void record(q_t* q, half_t* h, uint32_t start, uint32_t end, uint64_t t) no
             if step == 0 or step >= 0x80000000u or span >= 0x80000000u:
                 h.bits |= H_UNORDERED
         if tail.lo + tail.n == REC_PER_CHUNK:
-            idx = pool_alloc(q, &q.recs)
+            idx = new_chunk(q)
             if idx == 0:
                 return
             tail.next = idx
             tail = chunk(q, idx)
-            tail.next = 0
-            tail.lo = 0
-            tail.n = 0
-            tail.flags = 0
             h.rec_tail = idx
     pos = tail.lo + tail.n
     tail.r[pos].start = start
