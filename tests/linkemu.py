@@ -42,7 +42,7 @@ except ImportError:             # run as a program, or imported as a top-level m
 _HERE = os.path.abspath(__file__)
 
 
-class LinkBed:
+class LinkBed(netns.NamespaceBed):
     """Three namespaces joined through the emulator; see the module docstring."""
 
     def __init__(self, delay_ms: float = 0.0, jitter_ms: float = 0.0, loss: float = 0.0,
@@ -60,20 +60,10 @@ class LinkBed:
         self.seed = seed
         self._stats_path = f"/tmp/linkemu-{tag}.json"
         self._emulator: subprocess.Popen | None = None
-
-    def __enter__(self) -> LinkBed:
-        try:
-            self._build()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        self.namespaces = (self.client_ns, self.middle_ns, self.server_ns)
 
     def _build(self) -> None:
-        run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
-        for ns in (self.client_ns, self.middle_ns, self.server_ns):
-            run("ip", "netns", "add", ns)
-            run("ip", "-n", ns, "link", "set", "lo", "up")
+        run = netns.run
         for end, mid, ns in ((self.client_if, self._ma, self.client_ns),
                              (self.server_if, self._mb, self.server_ns)):
             run("ip", "link", "add", end, "netns", ns, "type", "veth",
@@ -119,7 +109,7 @@ class LinkBed:
                 time.sleep(0.02)
         raise RuntimeError("link emulator gave no counters within 10 s")
 
-    def __exit__(self, *exc) -> None:
+    def _teardown(self) -> None:
         if self._emulator is not None and self._emulator.poll() is None:
             self._emulator.terminate()
             try:
@@ -127,8 +117,6 @@ class LinkBed:
             except subprocess.TimeoutExpired:
                 self._emulator.kill()
                 self._emulator.wait()
-        for ns in (self.client_ns, self.middle_ns, self.server_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         try:
             os.unlink(self._stats_path)
         except FileNotFoundError:

@@ -98,3 +98,39 @@ def set_offloads(device: str, on: bool, netns: str | None = None,
         "    fcntl.ioctl(s.fileno(), 0x8946, r)\n")
     where = ["ip", "netns", "exec", netns] if netns else []
     subprocess.run([*where, sys.executable, "-c", code, device, str(int(on))], check=True)
+
+
+class NamespaceBed:
+    """A test bed of network namespaces built on entry and torn down on exit,
+    also when building it fails half way. Subclasses name their namespaces in
+    `namespaces`, add to them in `_build()` and undo their own parts in
+    `_teardown()`."""
+
+    namespaces: tuple[str, ...] = ()
+
+    def __enter__(self):
+        try:
+            for ns in self.namespaces:
+                run("ip", "netns", "add", ns)
+                run("ip", "-n", ns, "link", "set", "lo", "up")
+            self._build()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _build(self) -> None:
+        pass
+
+    def _teardown(self) -> None:
+        pass
+
+    def __exit__(self, *exc) -> None:
+        self._teardown()
+        for ns in self.namespaces:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def run(*argv: str) -> None:
+    """A setup command that must succeed (its output kept for the error)."""
+    subprocess.run(argv, check=True, capture_output=True)

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import uuid
 
+import netns
+
 LISTENER = r'''
 import socket, sys, time
 socks = []
@@ -44,7 +46,7 @@ def why_not_nft() -> str | None:
     return None
 
 
-class ProbeBed:
+class ProbeBed(netns.NamespaceBed):
     """client ns (198.18.0.1, 2001:db8::1) <-> server ns (198.18.0.2, 2001:db8::2 and
     198.18.0.N for each N of `extra`)."""
 
@@ -57,20 +59,10 @@ class ProbeBed:
         self.extra = [f"198.18.0.{n}" for n in extra]
         self.open_ports, self.dropped_ports = list(open_ports), list(dropped_ports)
         self._listener: subprocess.Popen | None = None
-
-    def __enter__(self) -> ProbeBed:
-        try:
-            self._build()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        self.namespaces = (self.client_ns, self.server_ns)
 
     def _build(self) -> None:
-        run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
-        for ns in (self.client_ns, self.server_ns):
-            run("ip", "netns", "add", ns)
-            run("ip", "-n", ns, "link", "set", "lo", "up")
+        run = netns.run
         run("ip", "link", "add", self._cif, "netns", self.client_ns, "type", "veth",
             "peer", "name", self._sif, "netns", self.server_ns)
         for ns, dev, addrs in ((self.client_ns, self._cif,
@@ -116,9 +108,7 @@ class ProbeBed:
         records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
         return proc.returncode, records, proc.stderr
 
-    def __exit__(self, *exc) -> None:
+    def _teardown(self) -> None:
         if self._listener is not None:
             self._listener.kill()
             self._listener.wait()
-        for ns in (self.client_ns, self.server_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
