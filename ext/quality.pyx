@@ -144,12 +144,20 @@ ctypedef struct half_t:         # one direction, named by the data it carries
     uint8_t bits
     uint8_t hole_cls
     uint32_t head_end           # the end of the first record (when n_recs > 0)
+    # The figures every data segment adds, kept here until the window closes (or
+    # the half is cleared) and then added to its two rows: the half's lines are
+    # in the cache already, its rows most likely are not (flush_half).
+    uint32_t acc_segments       # data segments
+    uint32_t acc_gaps
+    uint64_t acc_bytes          # data bytes
+    uint64_t acc_gap_bytes
 
 ctypedef struct conn_t:         # half[0] carries the data of endpoint 0
     uint64_t stamp              # LRU: the clock at its latest use
     half_t half[2]
     uint64_t key[4]             # endpoint 0's address (2 words), then endpoint 1's
     uint32_t ports              # endpoint 0's port | endpoint 1's port << 16
+    uint32_t dirty              # the window (q_t.epoch) it was last listed in
     uint8_t version
     uint8_t alive
 
@@ -214,6 +222,9 @@ ctypedef struct q_t:
     uint32_t* ovf               # slot * 32 + bucket, one entry per 2^32 samples
     uint32_t n_ovf
     uint32_t cap_ovf
+    uint32_t epoch              # the open window's number (from 1)
+    uint32_t* dirty_list        # slots of the connections used in this window
+    uint32_t n_dirty            # (each listed once: conn_t.dirty)
     uint64_t state[8]
     int failed                  # an allocation failed
 
@@ -369,11 +380,20 @@ cdef inline chunk_t* chunk(q_t* q, uint32_t idx) noexcept nogil:
     return <chunk_t*>pool_ptr(&q.recs, idx)
 
 cdef void free_records(q_t* q, half_t* h) noexcept nogil:
-    cdef uint32_t idx = h.rec_head, nxt
-    while idx:
-        nxt = chunk(q, idx).next
-        pool_free(&q.recs, idx)
-        idx = nxt
+    """Give the half's chain of chunks back in one splice: chunk_t.next is also
+    the pool's free link. Only the head chunk is read: every chunk but the head
+    and the tail is full, and the head's records end at the chunk's end unless
+    it is the tail too (record() and the ACK paths keep it so)."""
+    cdef chunk_t* head
+    cdef uint32_t chunks = 1
+    if h.rec_head == 0:
+        return
+    head = chunk(q, h.rec_head)
+    if h.rec_tail != h.rec_head:
+        chunks += (h.n_recs - head.n + REC_PER_CHUNK - 1) // REC_PER_CHUNK
+    chunk(q, h.rec_tail).next = q.recs.free_head
+    q.recs.free_head = h.rec_head
+    q.recs.in_use -= chunks
     q.records_held -= h.n_recs
     h.rec_head = 0
     h.rec_tail = 0
@@ -700,7 +720,34 @@ cdef void clip_holes(q_t* q, half_t* h, uint32_t n) noexcept nogil:
 
 # --- halves and connections -----------------------------------------------------------------
 
-cdef inline void clear_half(q_t* q, half_t* h) noexcept nogil:
+cdef void flush_half(q_t* q, conn_t* c, int d) noexcept nogil:
+    """Add what half d holds for the open window to its rows: its data counts
+    for (the receiver's port, in) and (the sender's port, out), section 6."""
+    cdef half_t* h = &c.half[d]
+    cdef uint32_t sender, receiver
+    cdef pair_t p
+    if h.acc_segments == 0 and h.acc_gaps == 0:
+        return
+    sender = (c.ports >> (16 * d)) & 0xFFFF
+    receiver = (c.ports >> (16 * (1 - d))) & 0xFFFF
+    p = pair_t(receiver << 1, (sender << 1) | 1, NULL, NULL)
+    fetch(q, &p)
+    p.a.c[C_DATA_SEGMENTS] += h.acc_segments
+    p.b.c[C_DATA_SEGMENTS] += h.acc_segments
+    p.a.c[C_DATA_BYTES] += h.acc_bytes
+    p.b.c[C_DATA_BYTES] += h.acc_bytes
+    p.a.c[C_GAPS] += h.acc_gaps
+    p.b.c[C_GAPS] += h.acc_gaps
+    p.a.c[C_GAP_BYTES] += h.acc_gap_bytes
+    p.b.c[C_GAP_BYTES] += h.acc_gap_bytes
+    h.acc_segments = 0
+    h.acc_gaps = 0
+    h.acc_bytes = 0
+    h.acc_gap_bytes = 0
+
+cdef inline void clear_half(q_t* q, conn_t* c, int d) noexcept nogil:
+    cdef half_t* h = &c.half[d]
+    flush_half(q, c, d)
     free_records(q, h)
     free_holes(q, h)
     memset(h, 0, sizeof(half_t))
@@ -816,8 +863,8 @@ cdef inline void key_of(const conn_t* c, key_t* k) noexcept nogil:
 cdef void drop(q_t* q, uint32_t slot, uint32_t pos) noexcept nogil:
     """Discard a connection (both halves) at table position pos."""
     cdef conn_t* c = &q.conns[slot]
-    clear_half(q, &c.half[0])
-    clear_half(q, &c.half[1])
+    clear_half(q, c, 0)
+    clear_half(q, c, 1)
     c.alive = 0
     unhash(q, pos)
     q.free_conns[q.n_free] = slot
@@ -845,7 +892,7 @@ cdef void evict_oldest(q_t* q) noexcept nogil:
 
 cdef uint32_t create(q_t* q, const key_t* k, uint32_t tag) noexcept nogil:
     """A new connection with two empty halves (section 3, step 2; section 7): its slot."""
-    cdef uint32_t slot, pos
+    cdef uint32_t slot, pos, listed
     cdef conn_t* c
     if q.n_conns >= q.max_conns:
         evict_oldest(q)
@@ -855,7 +902,9 @@ cdef uint32_t create(q_t* q, const key_t* k, uint32_t tag) noexcept nogil:
     q.n_free -= 1
     slot = q.free_conns[q.n_free]
     c = &q.conns[slot]
+    listed = c.dirty                # kept: the slot is listed at most once a window
     memset(c, 0, sizeof(conn_t))
+    c.dirty = listed
     memcpy(c.key, k.w, sizeof(c.key))
     c.ports = k.ports
     c.version = k.version
@@ -897,8 +946,10 @@ cdef void below_hi(q_t* q, half_t* h, pair_t* p, uint64_t t, uint32_t s,
 
 cdef inline void gap(q_t* q, half_t* h, pair_t* p, uint32_t hi,
                      uint32_t s) noexcept nogil:
-    bump(q, p, C_GAPS, 1)
-    bump(q, p, C_GAP_BYTES, <uint32_t>(s - hi))
+    h.acc_gaps += 1
+    if h.acc_gaps == 0:                     # 2^32 in one window: carried to the rows
+        bump(q, p, C_GAPS, 1ULL << 32)
+    h.acc_gap_bytes += <uint32_t>(s - hi)
     add_hole(q, h, hi, s)
 
 cdef void sequence(q_t* q, half_t* h, pair_t* p, uint64_t t, uint32_t s,
@@ -927,8 +978,10 @@ cdef void sequence(q_t* q, half_t* h, pair_t* p, uint64_t t, uint32_t s,
     elif seq_lt(s, hi):
         below_hi(q, h, p, t, s, e, payload, flags)
     if payload > 0 and not keep_alive:
-        bump(q, p, C_DATA_SEGMENTS, 1)
-        bump(q, p, C_DATA_BYTES, payload)
+        h.acc_segments += 1
+        if h.acc_segments == 0:             # 2^32 in one window: carried to the rows
+            bump(q, p, C_DATA_SEGMENTS, 1ULL << 32)
+        h.acc_bytes += payload
 
 
 # --- section 5: the acknowledgment side -----------------------------------------------------
@@ -953,27 +1006,14 @@ cdef void acknowledge(q_t* q, half_t* r, half_t* h, pair_t* p, uint64_t t,
 
 # --- one packet (sections 1 and 3) -------------------------------------------------------
 
-cdef void packet(q_t* q, const pkt_record_t* rec) noexcept nogil:
-    cdef uint8_t info = rec.tcp_info, flags = rec.tcp_flags
-    cdef key_t key
-    cdef int d
-    cdef uint32_t tag, pos, found, slot
+cdef inline int key_for(const pkt_record_t* rec, key_t* key) noexcept nogil:
+    """The packet's connection key: the two endpoints (address, port) in a fixed
+    order (any order that is the same both ways will do). Returns d, the half
+    that carries this packet's data."""
     cdef uint16_t sport = rec.src_port, dport = rec.dst_port
-    cdef uint32_t seq = rec.tcp_seq, payload = rec.tcp_payload
-    cdef uint64_t length, s0, s1, d0, d1
-    cdef conn_t* c
-    cdef half_t* h
-    cdef half_t* peer
-    cdef pair_t data, acked
-    if (info & ANALYSIS_BITS) != TCPI_HEADER:
-        q.state[S_NOT_ANALYSED] += 1
-        return
-    # The key: the two endpoints (address, port) in a fixed order (any order that
-    # is the same both ways will do); d: which half carries this packet's data.
-    s0 = q_load64(rec.src_addr)
-    s1 = q_load64(rec.src_addr + 8)
-    d0 = q_load64(rec.dst_addr)
-    d1 = q_load64(rec.dst_addr + 8)
+    cdef uint64_t s0 = q_load64(rec.src_addr), s1 = q_load64(rec.src_addr + 8)
+    cdef uint64_t d0 = q_load64(rec.dst_addr), d1 = q_load64(rec.dst_addr + 8)
+    cdef int d
     if s0 != d0:
         d = s0 > d0
     elif s1 != d1:
@@ -986,8 +1026,22 @@ cdef void packet(q_t* q, const pkt_record_t* rec) noexcept nogil:
     else:
         key.w[0], key.w[1], key.w[2], key.w[3] = d0, d1, s0, s1
         key.ports = dport | (<uint32_t>sport << 16)
-    key.version = 6 if info & TCPI_IPV6 else 4
-    tag = <uint32_t>key_hash(&key)
+    key.version = 6 if rec.tcp_info & TCPI_IPV6 else 4
+    return d
+
+cdef void packet(q_t* q, const pkt_record_t* rec, const key_t* kp, int d,
+                 uint32_t tag) noexcept nogil:
+    """An analysed packet (section 1 passed) of connection key kp (key_for)."""
+    cdef uint8_t flags = rec.tcp_flags
+    cdef key_t key = kp[0]
+    cdef uint32_t pos, found, slot
+    cdef uint16_t sport = rec.src_port, dport = rec.dst_port
+    cdef uint32_t seq = rec.tcp_seq, payload = rec.tcp_payload
+    cdef uint64_t length
+    cdef conn_t* c
+    cdef half_t* h
+    cdef half_t* peer
+    cdef pair_t data, acked
     found = find(q, &key, tag, &pos)
     if flags & F_RST:
         q.state[S_RST] += 1
@@ -1004,16 +1058,21 @@ cdef void packet(q_t* q, const pkt_record_t* rec) noexcept nogil:
         if q.failed:
             return
     c = &q.conns[slot]
+    if c.dirty != q.epoch:
+        c.dirty = q.epoch
+        q.dirty_list[q.n_dirty] = slot
+        q.n_dirty += 1
     h = &c.half[d]
     if (flags & F_SYN) and (h.bits & H_HI) and not ((h.bits & H_SYN) and h.syn_seq == seq):
         if flags & F_ACK:
-            clear_half(q, h)                 # a SYN-ACK: only this half starts afresh
+            clear_half(q, c, d)              # a SYN-ACK: only this half starts afresh
         else:
-            clear_half(q, &c.half[0])        # a SYN: a new connection on the same ports
-            clear_half(q, &c.half[1])
+            clear_half(q, c, 0)              # a SYN: a new connection on the same ports
+            clear_half(q, c, 1)
             q.state[S_CONNECTIONS] += 1
     # A connection of an endpoint with itself has one direction: one half.
-    peer = h if (s0 == d0 and s1 == d1 and sport == dport) else &c.half[1 - d]
+    peer = (h if (key.w[0] == key.w[2] and key.w[1] == key.w[3] and sport == dport)
+            else &c.half[1 - d])
     if flags & F_SYN:
         h.syn_seq = seq
         h.bits |= H_SYN
@@ -1028,12 +1087,62 @@ cdef void packet(q_t* q, const pkt_record_t* rec) noexcept nogil:
         h.last_win = rec.tcp_win
         h.bits |= H_WIN
 
+cdef extern from *:
+    """
+    #define q_prefetch(p) __builtin_prefetch((const void*)(p), 1, 3)
+    """
+    void q_prefetch(const void* p) nogil
+
+cdef enum:
+    BLOCK = 16      # packets whose state is fetched together (consume_kernel)
+
 cdef void consume_kernel(q_t* q, const pkt_record_t* recs, Py_ssize_t start,
                          Py_ssize_t stop) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(start, stop):
-        if recs[i].pkt_class == CLASS_PORTED and recs[i].proto == PROTO_TCP:
-            packet(q, recs + i)
+    """Records [start, stop), BLOCK analysed packets at a time. The state of a
+    packet is mostly out of the cache (a lookup slot, a connection, its records
+    and holes), so a block first asks for all of it (prefetches, which change
+    nothing) and only then analyses its packets, in order: the misses of a
+    block overlap instead of following one another."""
+    cdef key_t keys[BLOCK]
+    cdef uint32_t tags[BLOCK]
+    cdef int halves[BLOCK]
+    cdef const pkt_record_t* pick[BLOCK]
+    cdef Py_ssize_t i = start
+    cdef int n, j
+    cdef uint64_t e
+    cdef conn_t* c
+    cdef half_t* h
+    while i < stop:
+        n = 0
+        while i < stop and n < BLOCK:
+            if recs[i].pkt_class == CLASS_PORTED and recs[i].proto == PROTO_TCP:
+                if (recs[i].tcp_info & ANALYSIS_BITS) != TCPI_HEADER:
+                    q.state[S_NOT_ANALYSED] += 1
+                else:
+                    pick[n] = recs + i
+                    halves[n] = key_for(recs + i, &keys[n])
+                    tags[n] = <uint32_t>key_hash(&keys[n])
+                    q_prefetch(&q.hash[tags[n] & q.hash_mask])
+                    n += 1
+            i += 1
+        for j in range(n):
+            e = q.hash[tags[j] & q.hash_mask]
+            if e:
+                c = &q.conns[<uint32_t>e - 1]
+                q_prefetch(c)
+                q_prefetch(<char*>c + 64)
+                q_prefetch(<char*>c + 128)
+        for j in range(n):
+            e = q.hash[tags[j] & q.hash_mask]
+            if e:
+                h = &q.conns[<uint32_t>e - 1].half[halves[j]]
+                if h.rec_tail:
+                    q_prefetch(chunk(q, h.rec_tail))
+                if h.hole_blk:
+                    q_prefetch(hole_base(q, h) + ((h.hole_at + h.n_holes)
+                                                  & ((<uint32_t>HOLE_MIN << h.hole_cls) - 1)))
+        for j in range(n):
+            packet(q, pick[j], &keys[j], halves[j], tags[j])
             if q.failed:
                 return
 
@@ -1104,9 +1213,12 @@ cdef class QualityCounter:
         self.q.rows = <row_t*>((<size_t>self.q.rows_raw + 63) & ~(<size_t>63))
         self.q.row_of = <uint32_t*>calloc(N_ROW_KEYS, sizeof(uint32_t))
         self.q.touched = <uint32_t*>malloc(N_ROW_KEYS * sizeof(uint32_t))
+        self.q.dirty_list = <uint32_t*>malloc((self.q.max_conns + 1) * sizeof(uint32_t))
+        self.q.epoch = 1
         if (self.q.conns == NULL or self.q.free_conns == NULL or self.q.hash == NULL
                 or self.q.lru == NULL or self.q.scratch == NULL or self.q.rows_raw == NULL
-                or self.q.row_of == NULL or self.q.touched == NULL):
+                or self.q.row_of == NULL or self.q.touched == NULL
+                or self.q.dirty_list == NULL):
             raise MemoryError()
         for k in range(self.q.max_conns):
             self.q.free_conns[k] = self.q.max_conns - 1 - k     # slot 0 first
@@ -1130,6 +1242,7 @@ cdef class QualityCounter:
         free(self.q.rows_raw)
         free(self.q.row_of)
         free(self.q.touched)
+        free(self.q.dirty_list)
         free(self.q.ovf)
         pool_release(&self.q.recs)
         for k in range(self.q.n_hole_classes):
@@ -1174,7 +1287,22 @@ cdef class QualityCounter:
         cdef bytes out
         cdef int j
         cdef bint any_state = False
-        cdef uint32_t* order = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
+        cdef uint32_t* order
+        with nogil:
+            # what the connections used in this window hold, into its rows
+            for i in range(q.n_dirty):
+                slot = q.dirty_list[i]
+                if q.conns[slot].alive:
+                    flush_half(q, &q.conns[slot], 0)
+                    flush_half(q, &q.conns[slot], 1)
+            q.n_dirty = 0
+            q.epoch += 1
+            if q.epoch == 0:        # after 2^32 windows: no connection may look listed
+                for slot in range(q.max_conns):
+                    q.conns[slot].dirty = 0
+                q.epoch = 1
+        n = q.n_rows
+        order = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
         if order == NULL:
             raise MemoryError()
         if q.n_ovf:
@@ -1265,7 +1393,8 @@ cdef class QualityCounter:
         """What the state holds now: a dict of connections, records, holes, the most
         records and holes in one half, and the bytes allocated (tables and pools)."""
         cdef uint32_t slot, k
-        cdef uint64_t holes = 0, most_recs = 0, most_holes = 0, pooled = 0
+        cdef uint64_t holes = 0, most_recs = 0, most_holes = 0, pooled = 0, walked = 0
+        cdef uint32_t idx
         cdef conn_t* c
         cdef int d
         for slot in range(self.q.max_conns):
@@ -1273,6 +1402,10 @@ cdef class QualityCounter:
             if not c.alive:
                 continue
             for d in range(2):
+                idx = c.half[d].rec_head
+                while idx:
+                    walked += 1
+                    idx = chunk(&self.q, idx).next
                 holes += c.half[d].n_holes
                 most_recs = max(most_recs, c.half[d].n_recs)
                 most_holes = max(most_holes, c.half[d].n_holes)
@@ -1284,7 +1417,8 @@ cdef class QualityCounter:
                   + (2 * self.q.max_holes_half + 2) * sizeof(hole_t))
         return {"connections": self.q.n_conns, "records": self.q.records_held, "holes": holes,
                 "most_records_in_a_half": most_recs, "most_holes_in_a_half": most_holes,
-                "record_chunks": self.q.recs.in_use, "pooled_bytes": pooled,
+                "record_chunks": self.q.recs.in_use, "record_chunks_chained": walked,
+                "pooled_bytes": pooled,
                 "table_bytes": tables}
 
 

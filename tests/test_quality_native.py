@@ -140,6 +140,8 @@ def run_both(records: np.ndarray, bounds: Bounds, cuts: list[int], takes: set[in
             deltas.append(mine)
         assert native.records_held == twin.records_held
         assert native.connections_held == len(twin.connections)
+        held = native.holdings()     # chains given back whole keep the pool's count
+        assert held["record_chunks"] == held["record_chunks_chained"]
     return deltas
 
 
@@ -453,6 +455,8 @@ def test_a_hostile_mix_at_the_real_bounds_stays_under_256_mib():
     _, _, state = unpack_delta(bytes.fromhex(got["delta"]))
     state = dict(zip(STATE_KEYS, state))
     keys, _, _ = unpack_delta(bytes.fromhex(got["delta"]))
+    for held in got["notes"].values():
+        assert held["record_chunks"] == held["record_chunks_chained"]
     assert long["most_records_in_a_half"] == BOUNDS.records_per_half
     assert peak["records"] == BOUNDS.records
     assert peak["most_holes_in_a_half"] == BOUNDS.holes_per_half
