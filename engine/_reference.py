@@ -538,6 +538,14 @@ def encode_port_rows(rows, values) -> bytes:
                           for r, v in zip(rows, values)], use_bin_type=True)
 
 
+def encode_quality_rows(keys, values) -> bytes:
+    """Twin of the native encoder: msgpack of tcp_quality rows (msgpack-python's bytes)."""
+    import msgpack
+    return msgpack.packb([["tcp", int(k) >> 1, "out" if int(k) & 1 else "in",
+                           *map(int, v[:14]), list(map(int, v[14:]))]
+                          for k, v in zip(keys, values)], use_bin_type=True)
+
+
 def add_rows(table, rows, values) -> None:
     """Twin of the native add_rows: table[rows[k]] += values[k] for every k."""
     if len(values) != len(rows) or (len(rows) and values.shape[1] != 4):

@@ -21,7 +21,8 @@ def name() -> str:
 
 
 def core():
-    """The module with parse_batch, reduce_records, PortWindows, encode_port_rows and add_rows for the backend."""
+    """The module with parse_batch, reduce_records, PortWindows, encode_port_rows,
+    encode_quality_rows and add_rows for the backend."""
     if use_reference_backend():
         from . import _reference
         return _reference

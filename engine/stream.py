@@ -62,41 +62,29 @@ def row_key(row: list) -> tuple[str, int]:
 
 
 
-class PortRows(Sequence):
-    """The ``ports`` value of a window or summary, kept as arrays: counter rows
-    (``proto_row << 16 | port``, pt_engine.records) in stream order and their
-    (in_packets, in_bytes, out_packets, out_bytes).
+class NativeRows(Sequence):
+    """Rows of a window or summary kept as numpy arrays: the msgpack encoder
+    writes them natively (msgpack()), without a Python list per row; to Python
+    code (observers, JSON) they are the list of rows they stand for (tolist(),
+    built once, on first use)."""
 
-    The msgpack encoder writes it natively, without a Python list per row; to
-    Python code (observers, JSON) it is the list of PORT_ROW rows it stands for.
-    """
+    __slots__ = ("_list",)
 
-    __slots__ = ("rows", "values", "_list")
-
-    def __init__(self, rows, values):
-        self.rows = rows
-        self.values = values
+    def __init__(self):
         self._list: list | None = None
+
+    def _rows(self) -> list[list]:
+        raise NotImplementedError
+
+    def msgpack(self) -> bytes:
+        """The msgpack array of the rows, as msgpack-python would write the lists."""
+        raise NotImplementedError
 
     def tolist(self) -> list[list]:
         """The rows as lists (built once)."""
         if self._list is None:
-            rows = self.rows.tolist()
-            names = [PROTO_NAMES[r >> 16] for r in rows]
-            ports = [r & 0xFFFF for r in rows]
-            self._list = list(map(list, zip(names, ports, *self.values.T.tolist())))
+            self._list = self._rows()
         return self._list
-
-    def msgpack(self) -> bytes:
-        """The msgpack array of the rows, as msgpack-python would write the lists."""
-        import numpy as np
-        from .backend import core
-        return core().encode_port_rows(np.ascontiguousarray(self.rows, dtype=np.uint32),
-                                       np.ascontiguousarray(self.values, dtype=np.uint64)
-                                       .reshape(-1, 4))
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def __getitem__(self, index):
         return self.tolist()[index]
@@ -108,7 +96,36 @@ class PortRows(Sequence):
         return isinstance(other, Sequence) and list(self) == list(other)
 
     def __repr__(self) -> str:
-        return f"PortRows({self.tolist()!r})"
+        return f"{type(self).__name__}({self.tolist()!r})"
+
+
+class PortRows(NativeRows):
+    """The ``ports`` value of a window or summary: counter rows (``proto_row << 16
+    | port``, pt_engine.records) in stream order and their (in_packets, in_bytes,
+    out_packets, out_bytes); PORT_ROW rows to Python code."""
+
+    __slots__ = ("rows", "values")
+
+    def __init__(self, rows, values):
+        super().__init__()
+        self.rows = rows
+        self.values = values
+
+    def _rows(self) -> list[list]:
+        rows = self.rows.tolist()
+        names = [PROTO_NAMES[r >> 16] for r in rows]
+        ports = [r & 0xFFFF for r in rows]
+        return list(map(list, zip(names, ports, *self.values.T.tolist())))
+
+    def msgpack(self) -> bytes:
+        import numpy as np
+        from .backend import core
+        return core().encode_port_rows(np.ascontiguousarray(self.rows, dtype=np.uint32),
+                                       np.ascontiguousarray(self.values, dtype=np.uint64)
+                                       .reshape(-1, 4))
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 # --- records ---------------------------------------------------------------------------
@@ -258,7 +275,7 @@ def _alert_fields(kind, rule, scope, proto, port, direction, metric, op, value, 
 
 # --- encoding --------------------------------------------------------------------------
 
-_COUNTED = ("window", "summary", "snapshot")     # records that may hold PortRows
+_COUNTED = ("window", "summary", "snapshot")     # records that may hold NativeRows
 
 
 def encoder(fmt: str):
@@ -267,15 +284,15 @@ def encoder(fmt: str):
         packer = msgpack.Packer(use_bin_type=True)
 
         def pack_value(value) -> bytes:
-            # The bytes Packer.pack would write, with PortRows encoded natively.
-            if isinstance(value, PortRows):
+            # The bytes Packer.pack would write, with NativeRows encoded natively.
+            if isinstance(value, NativeRows):
                 return value.msgpack()
             if isinstance(value, dict):
                 return packer.pack_map_header(len(value)) + b"".join(
                     packer.pack(k) + pack_value(v) for k, v in value.items())
             if isinstance(value, list):
-                if not any(isinstance(v, (PortRows, dict)) for v in value):
-                    return packer.pack(value)   # plain lists (tcp_quality rows): all in C
+                if not any(isinstance(v, (NativeRows, dict)) for v in value):
+                    return packer.pack(value)   # plain lists: all in C
                 return packer.pack_array_header(len(value)) + b"".join(map(pack_value, value))
             return packer.pack(value)
 
@@ -289,7 +306,7 @@ def encoder(fmt: str):
 
 
 def _plain(value):
-    if isinstance(value, PortRows):
+    if isinstance(value, NativeRows):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not part of the stream format")
 

@@ -83,3 +83,52 @@ def encode_port_rows(const uint32_t[::1] rows, const uint64_t[:, ::1] values):
                 p = put_uint(p, values[k, j])
     del out[p - start:]
     return bytes(out)
+
+
+cdef enum:
+    Q_COUNTERS = 14             # tcp_quality.N_COUNTERS
+    Q_WIDTH = 46                # tcp_quality.ROW_WIDTH: the counters, then 32 buckets
+
+
+def encode_quality_rows(const uint32_t[::1] keys, const uint64_t[:, ::1] values):
+    """msgpack bytes of tcp_quality rows: row keys (port << 1 | side, 0 = in,
+    1 = out) and their 46 values (the 14 counters in stream order, then the 32
+    histogram buckets), each written ["tcp", port, side, *counters, buckets]
+    with exactly msgpack-python's bytes for those lists."""
+    cdef Py_ssize_t n = keys.shape[0], k
+    cdef bytearray out
+    cdef uint8_t* start
+    cdef uint8_t* p
+    cdef int j
+    if values.shape[0] != n or (n and values.shape[1] != Q_WIDTH):
+        raise ValueError(f"{n} rows need ({n}, {Q_WIDTH}) values, not "
+                         f"({values.shape[0]}, {values.shape[1]})")
+    for k in range(n):
+        if keys[k] >= 131072:
+            raise ValueError(f"quality row key {keys[k]} is past the 131072 keys")
+    # Worst case per row: array16 3, "tcp" 4, port 3, side 4, 14 uint64 of 9,
+    # array16 3, 32 uint64 of 9.
+    out = bytearray(5 + n * (3 + 4 + 3 + 4 + 3 + Q_WIDTH * 9))
+    start = <uint8_t*><char*>out
+    with nogil:
+        p = put_array_header(start, <uint64_t>n)
+        for k in range(n):
+            p = put_array_header(p, 3 + Q_COUNTERS + 1)
+            p[0] = 0xA3                            # fixstr "tcp"
+            memcpy(p + 1, b"tcp", 3)
+            p = put_uint(p + 4, keys[k] >> 1)
+            if keys[k] & 1:
+                p[0] = 0xA3
+                memcpy(p + 1, b"out", 3)
+                p += 4
+            else:
+                p[0] = 0xA2
+                memcpy(p + 1, b"in", 2)
+                p += 3
+            for j in range(Q_COUNTERS):
+                p = put_uint(p, values[k, j])
+            p = put_array_header(p, Q_WIDTH - Q_COUNTERS)
+            for j in range(Q_COUNTERS, Q_WIDTH):
+                p = put_uint(p, values[k, j])
+    del out[p - start:]
+    return bytes(out)

@@ -469,3 +469,41 @@ def test_a_hostile_mix_at_the_real_bounds_stays_under_256_mib():
     assert state["connections_evicted"] == 8 + 3_000
     assert not got["numpy"]
     assert got["vm_hwm_kib"] < 256 * 1024, got["vm_hwm_kib"]
+
+
+# --- the rows in the stream: written natively, the bytes of msgpack-python ---------------
+
+_WORDS = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2 * 65536 - 1),
+                          st.lists(st.one_of(st.sampled_from(_WORDS), st.integers(0, 2**64 - 1)),
+                                   min_size=ROW_WIDTH, max_size=ROW_WIDTH)),
+                max_size=20, unique_by=lambda r: r[0]))
+def test_quality_rows_are_written_as_msgpack_python_writes_their_lists(rows):
+    import msgpack
+    from pt_engine import _core, _reference, stream
+    from pt_engine.analysers.tcp_quality import QualityRows
+    rows.sort()
+    keys = np.array([k for k, _ in rows], dtype=np.uint32)
+    values = np.array([v for _, v in rows], dtype=np.uint64).reshape(-1, ROW_WIDTH)
+    lists = [["tcp", k >> 1, ("in", "out")[k & 1], *v[:N_COUNTERS], v[N_COUNTERS:]]
+             for k, v in rows]
+    want = msgpack.packb(lists, use_bin_type=True)
+    assert _core.encode_quality_rows(keys, values) == want
+    assert _reference.encode_quality_rows(keys, values) == want
+    held = QualityRows(keys, values)
+    assert held == lists and len(held) == len(lists)
+    record = {"type": "window", "tcp_quality": {"rows": held}}
+    assert stream.encoder("msgpack")(record) == msgpack.packb(
+        {"type": "window", "tcp_quality": {"rows": lists}}, use_bin_type=True)
+    assert json.loads(stream.encoder("json")(record))["tcp_quality"]["rows"] == lists
+
+
+def test_a_quality_row_key_past_every_port_and_side_is_refused():
+    from pt_engine import _core
+    with pytest.raises(ValueError, match="past the 131072 keys"):
+        _core.encode_quality_rows(np.array([131072], np.uint32), np.zeros((1, ROW_WIDTH), np.uint64))
+    with pytest.raises(ValueError, match="values"):
+        _core.encode_quality_rows(np.array([1], np.uint32), np.zeros((1, 4), np.uint64))

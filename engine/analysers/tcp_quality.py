@@ -37,7 +37,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
 from .. import records as rec
-from ..backend import use_reference_backend
+from ..backend import core, use_reference_backend
+from ..stream import NativeRows
 from . import Analyser, AnalyserContext, Counter
 
 # --- the contract's constants -------------------------------------------------------------
@@ -538,6 +539,33 @@ class _Totals:
         return self._keys[order], self._values[order]
 
 
+class QualityRows(NativeRows):
+    """The ``rows`` of a window's or summary's ``tcp_quality``: row keys (port << 1
+    | side) in increasing order and their ROW_WIDTH values; section 8's rows
+    ``["tcp", port, side, *counters, buckets]`` to Python code."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys, values):
+        super().__init__()
+        self.keys = keys
+        self.values = values
+
+    def _rows(self) -> list[list]:
+        return [["tcp", key >> 1, SIDES[key & 1], *counters, hist] for key, counters, hist
+                in zip(self.keys.tolist(), self.values[:, :N_COUNTERS].tolist(),
+                       self.values[:, N_COUNTERS:].tolist())]
+
+    def msgpack(self) -> bytes:
+        import numpy as np
+        return core().encode_quality_rows(
+            np.ascontiguousarray(self.keys, dtype=np.uint32),
+            np.ascontiguousarray(self.values, dtype=np.uint64).reshape(-1, ROW_WIDTH))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 class TcpQuality(Analyser):
     """Per-port TCP quality: the rows of section 8, per window and in the summary."""
 
@@ -577,7 +605,7 @@ class TcpQuality(Analyser):
         return {"tcp_quality": {"rows": self._stream_rows(*self._total.rows()),
                                 "state": dict(zip(STATE_KEYS, self._state))}}
 
-    def _stream_rows(self, keys, values) -> list[list]:
+    def _stream_rows(self, keys, values) -> QualityRows:
         """Section 8's rows of row keys in increasing order (by port, then side),
         the ports that --ports leaves out omitted (the counters leave out the
         all-zero rows)."""
@@ -585,9 +613,7 @@ class TcpQuality(Analyser):
         if ports is not None:
             keep = ports.mask[keys >> 1]
             keys, values = keys[keep], values[keep]
-        return [["tcp", key >> 1, SIDES[key & 1], *counters, hist] for key, counters, hist
-                in zip(keys.tolist(), values[:, :N_COUNTERS].tolist(),
-                       values[:, N_COUNTERS:].tolist())]
+        return QualityRows(keys, values)
 
 
 # --- figures from the stream's rows (for top, alerts and plot) ----------------------------
