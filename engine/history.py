@@ -158,12 +158,25 @@ def series(store, q: Query) -> dict:
                         "out_bytes"], "rows": rows}
 
 
+def quality_sql(store, where: str, step: int) -> str:
+    """pt_tcp_quality summed per (step, port, side), in section 8's row order:
+    sums, the least rtt_min_ns of the rows with samples (0 without), the
+    greatest rtt_max_ns, the histograms added bucket by bucket."""
+    figures = ", ".join(f"minIf({c}, rtt_samples > 0)" if c == "rtt_min_ns" else
+                        f"max({c})" if c == "rtt_max_ns" else f"sum({c})"
+                        for c in warehouse.QUALITY_COLUMNS)
+    return (f"SELECT toUInt32(intDiv(toUInt32(window_start), {step}) * {step}) AS t, port, "
+            f"side, {figures}, sumForEach(rtt_hist) FROM {store.database}.pt_tcp_quality "
+            f"WHERE {where} GROUP BY t, port, side ORDER BY t, port, side")
+
+
 class StoreWindows:
-    """A history as plot reads recordings: ``windows(hello)`` yields (segment 0,
-    start_ns, end_ns, port rows in the stream's form, None) per stored step of
-    the range, after one hello giving the step as the window length. The
-    last item, a recording's tcp_quality rows, is None: plot does not chart
-    pt_tcp_quality from a history yet."""
+    """A history as plot reads recordings: ``windows(hello, with_quality)`` yields
+    (segment 0, start_ns, end_ns, port rows, tcp_quality rows) per stored step
+    of the range, in the stream's forms, after one hello giving the step as the
+    window length. The tcp_quality rows are asked for only with with_quality=True
+    (plot's last pass), and are None when the range holds none at all (the
+    engine ran with --no-tcp-quality): a step without TCP data has []."""
 
     def __init__(self, text: str, since_ns: int | None, until_ns: int | None,
                  last_ns: int | None):
@@ -173,7 +186,7 @@ class StoreWindows:
                            None if last_ns is None else -(-last_ns // _NS), None, None)
         self._range: tuple[int, int] | None = None
 
-    def windows(self, hello=None):
+    def windows(self, hello=None, with_quality: bool = False):
         store, q = self.store, self.query
         if self._range is None:
             self._range = resolve(store, q)
@@ -181,6 +194,14 @@ class StoreWindows:
         table, step = _table(since, until, max(1, (until - since) // MAX_POINTS))
         if hello is not None:
             hello({"interval_ns": step * _NS, "sources": [{"name": store.name}]})
+        by_step: dict[int, list] | None = None
+        if with_quality:
+            by_step = {}
+            for r in tsv(store.query(quality_sql(store, _where(q, since, until), step))):
+                by_step.setdefault(int(r[0]), []).append(
+                    ["tcp", int(r[1]), r[2], *map(int, r[3:17]), json.loads(r[17])])
+            if not by_step:
+                by_step = None
         sql = (f"SELECT toUInt32(window_start) AS t, proto, port, "
                f"sumIf(packets, direction = 'in'), sumIf(bytes, direction = 'in'), "
                f"sumIf(packets, direction = 'out'), sumIf(bytes, direction = 'out') "
@@ -191,11 +212,13 @@ class StoreWindows:
             t = int(r[0])
             if t != current:
                 if current is not None:
-                    yield 0, current * _NS, (current + step) * _NS, rows, None
+                    yield (0, current * _NS, (current + step) * _NS, rows,
+                           None if by_step is None else by_step.get(current, []))
                 current, rows = t, []
             rows.append([r[1], int(r[2]), *map(int, r[3:7])])
         if current is not None:
-            yield 0, current * _NS, (current + step) * _NS, rows, None
+            yield (0, current * _NS, (current + step) * _NS, rows,
+                   None if by_step is None else by_step.get(current, []))
 
 
 def _iso(seconds: int) -> str:

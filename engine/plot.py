@@ -250,10 +250,12 @@ class _Files:
             if first_pass:
                 self.limits[i] = n
 
-    def windows(self, hello=None) -> Iterator[tuple[int, int, int, list, list | None]]:
+    def windows(self, hello=None, with_quality: bool = True
+                ) -> Iterator[tuple[int, int, int, list, list | None]]:
         """(segment, start_ns, end_ns, port rows, tcp_quality rows or None) per
         window; a segment is what follows one hello, and `hello` (if given) is
-        called with each hello."""
+        called with each hello. A recording's windows carry their quality rows
+        whatever `with_quality` says (a history's need a query of their own)."""
         segment = -1
         for path, n, record in self.records():
             kind = record["type"]
@@ -408,7 +410,7 @@ def load(paths: list[str], top: int = 8, since_ns: int | None = None,
     qsums = np.zeros((len(busiest), 2, nbins, quality.ROW_WIDTH), dtype=np.int64)
     with_quality = False
     if busiest:
-        for _, start, _end, rows, qrows in files.windows():
+        for _, start, _end, rows, qrows in files.windows(with_quality=True):
             if not totals.wants(start):
                 continue
             b = min((start - edge0) // bin_ns, nbins - 1)

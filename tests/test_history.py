@@ -230,3 +230,25 @@ def test_tcp_quality_rows_sum_to_the_summary(tmp_path):
     summary = _read_into(tmp_path / "h", QUALITY, "--analyser", "tcp_quality")
     expected = summary["tcp_quality"]["rows"]
     assert expected and quality_rows_stored(_store(tmp_path / "h")) == expected
+
+
+def test_plot_charts_tcp_quality_from_a_history_as_from_the_recording(tmp_path):
+    from pt_engine import plot
+    import numpy as np
+    _read_into(tmp_path / "h", QUALITY, "-o", f"msgpack:{tmp_path / 'rec.msgpack'}")
+    from_history = plot.load([f"history:{tmp_path / 'h'}"], top=8, fold=None)
+    from_file = plot.load([str(tmp_path / "rec.msgpack")], top=8, fold=None)
+    assert from_file.quality and from_history.quality is not None
+    assert from_history.bin_ns == from_file.bin_ns
+    assert [(s.label, s.side) for s in from_history.quality] == \
+        [(s.label, s.side) for s in from_file.quality]
+    for a, b in zip(from_history.quality, from_file.quality):
+        for name in ("rtt_p50_ms", "rtt_p95_ms", "retrans_pct"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_a_history_without_tcp_quality_charts_none(tmp_path):
+    from pt_engine import plot
+    _read_into(tmp_path / "h", QUALITY, "--no-tcp-quality")
+    rec = plot.load([f"history:{tmp_path / 'h'}"], top=8)
+    assert rec.ports and rec.quality is None
