@@ -192,3 +192,44 @@ def test_clean_shutdown_never_cuts_a_record(tmp_path, capsys):
     assert unpacker.tell() == len(data), "the stream ends after a whole record"
     if len(got) < 7:
         assert "records behind at the end of the stream" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_wait_for_a_subscriber_ends_when_the_socket_path_is_taken_away(tmp_path, how):
+    path = tmp_path / "s.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "pt_engine", "read", str(MANY),
+                             "-o", f"unix:{path}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.exists(), proc.stderr.read().decode() if proc.poll() is not None else ""
+        path.unlink()
+        if how == "replaced":
+            other = socket.socket(socket.AF_UNIX)
+            other.bind(str(path))
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1
+    assert lines[-1] == (f"pt-engine: error: unix:{path}: {path} was {how}"
+                         f"{' by another socket or file' if how == 'replaced' else ''}; "
+                         "no subscriber can connect")
+    assert "Traceback" not in err.decode()
+
+
+def test_a_subscriber_socket_tells_when_its_path_is_no_longer_its_own(tmp_path):
+    path = tmp_path / "s.sock"
+    server = SubscriberSocket(str(path))
+    try:
+        assert server.unreachable() is None
+        path.unlink()
+        path.write_text("")
+        assert server.unreachable() == f"{path} was replaced by another socket or file"
+        path.unlink()
+        assert server.unreachable() == f"{path} was removed"
+    finally:
+        server.close()

@@ -79,6 +79,10 @@ class SubscriberServer:
     def _progress(self) -> None:
         """Move connections that are not subscribers yet along (TLS handshakes)."""
 
+    def unreachable(self) -> str | None:
+        """Why no new subscriber can reach this server any more, or None."""
+        return None
+
     @staticmethod
     def _send(conn: socket.socket, data) -> int:
         return conn.send(data)
@@ -96,9 +100,16 @@ class SubscriberServer:
         """Block until one subscriber is connected (or timeout seconds pass, or
         `stop()` says so, checked at least 5 times a second)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        checked = time.monotonic()
         while not self._subs:
-            if stop() or (deadline is not None and time.monotonic() >= deadline):
+            now = time.monotonic()
+            if stop() or (deadline is not None and now >= deadline):
                 return False
+            if now - checked >= 1.0:
+                checked = now
+                why = self.unreachable()
+                if why is not None:
+                    raise SinkError(f"{self.name}: {why}; no subscriber can connect")
             self._progress()
             self._sock.settimeout(0.05)
             try:
@@ -309,6 +320,16 @@ class SubscriberSocket(SubscriberServer):
         finally:
             probe.close()
 
+    def unreachable(self) -> str | None:
+        try:
+            if os.lstat(self.path).st_ino == self._inode:
+                return None
+        except FileNotFoundError:
+            return f"{self.path} was removed"
+        except OSError as err:
+            return f"{self.path}: {err.strerror}"
+        return f"{self.path} was replaced by another socket or file"
+
     def _closed(self) -> None:
         try:
             if os.lstat(self.path).st_ino == self._inode:   # still ours
@@ -333,6 +354,7 @@ class SubscriberSink(Sink):
             snapshot = lambda: self.encode(ctx.snapshot())     # noqa: E731
         self.socket = self.open_server(dest, ctx, snapshot)
         self.name = self.socket.name
+        self._unreachable_said = False
 
     def open_server(self, dest: Destination, ctx: SinkContext,
                     snapshot: Callable[[], bytes] | None) -> SubscriberServer:
@@ -341,6 +363,12 @@ class SubscriberSink(Sink):
     def write(self, record: dict) -> None:
         self.socket.write(self.encode(record), record["type"])
         self.written += 1
+        if record["type"] == "window" and not self._unreachable_said:
+            why = self.socket.unreachable()
+            if why is not None:          # said once: the subscribers connected go on
+                self._unreachable_said = True
+                log(f"{self.name}: {why}; the subscribers connected still get the "
+                    f"stream, new ones cannot connect")
 
     def poll(self) -> None:
         self.socket.poll()
