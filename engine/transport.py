@@ -104,8 +104,13 @@ class Producer:
         CREDITS are not yet emitted (not once `stopping`, a list a signal
         handler appends to, is non-empty: a stopping source sends what it has)."""
         if self.credits is not None:
+            # 1 ms naps while the aggregator keeps up; after 100 ms of waiting (no
+            # subscriber yet, a stalled sink) they lengthen to 50 ms, so a long
+            # wait costs 20 wake-ups a second, not 1,000.
+            naps = 0
             while self._sent - self.credits.emitted >= CREDITS and not stopping:
-                time.sleep(0.001)
+                time.sleep(0.001 if naps < 100 else 0.05)
+                naps += 1
             self._sent += 1
         extra = pickle.dumps(window.extra) if window.extra else b""
         self.conn.send_bytes(_DELTA.pack(MSG_DELTA, _frontier(frontier_ns), len(window.ports))
