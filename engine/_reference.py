@@ -546,6 +546,25 @@ def encode_quality_rows(keys, values) -> bytes:
                           for k, v in zip(keys, values)], use_bin_type=True)
 
 
+def add_quality_rows(table, keys, values) -> None:
+    """Twin of the native add_quality_rows: the exact merge of tcp_quality rows
+    into a table of every row key."""
+    if len(values) != len(keys) or (len(keys) and values.shape[1] != 46) or \
+            table.shape[1] != 46:
+        raise ValueError(f"{len(keys)} rows need ({len(keys)}, 46) values and a (keys, 46) table")
+    if len(keys) and int(np.max(keys)) >= len(table):
+        raise ValueError(f"row key {int(np.max(keys))} is past the table's {len(table)} keys")
+    for key, v in zip(keys.tolist(), values.tolist()):
+        t = table[key]
+        if v[0]:
+            if t[0] == 0 or v[2] < t[2]:
+                t[2] = v[2]
+            t[3] = max(int(t[3]), v[3])
+        t[0] += np.uint64(v[0])
+        t[1] += np.uint64(v[1])
+        t[4:] += np.array(v[4:], dtype=np.uint64)
+
+
 def add_rows(table, rows, values) -> None:
     """Twin of the native add_rows: table[rows[k]] += values[k] for every k."""
     if len(values) != len(rows) or (len(rows) and values.shape[1] != 4):

@@ -8,6 +8,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset, memcpy, strerror, strlen
 from libc.errno cimport errno
 from libc.stdio cimport FILE, fclose, ftell
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 from records cimport *
 from wire cimport cur_has, cur_read_u16, cur_read_u32, cur_read_u32_le

@@ -214,3 +214,35 @@ def add_rows(uint64_t[:, ::1] table, const uint32_t[::1] rows, const uint64_t[:,
         for k in range(n):
             for j in range(4):
                 table[rows[k], j] += values[k, j]
+
+
+def add_quality_rows(uint64_t[:, ::1] table, const uint32_t[::1] keys,
+                     const uint64_t[:, ::1] values):
+    """Merge tcp_quality rows into a table of every row key (131072 x 46, the
+    run's totals; keys need not be unique), exactly as section 9 of the rules
+    merges: every figure and bucket summed, but rtt_min_ns the least of the
+    rows that have samples (column 0, rtt_samples) and rtt_max_ns the
+    greatest. A table row without samples has rtt_min_ns 0. Raises ValueError
+    for bad shapes or keys."""
+    cdef Py_ssize_t n = keys.shape[0], k
+    cdef uint64_t* t
+    cdef const uint64_t* v
+    cdef int j
+    if (values.shape[0] != n or (n and values.shape[1] != 46) or table.shape[1] != 46):
+        raise ValueError(f"{n} rows need ({n}, 46) values and a (keys, 46) table")
+    for k in range(n):
+        if keys[k] >= table.shape[0]:
+            raise ValueError(f"row key {keys[k]} is past the table's {table.shape[0]} keys")
+    with nogil:
+        for k in range(n):
+            t = &table[keys[k], 0]
+            v = &values[k, 0]
+            if v[0]:                    # samples: the least and greatest RTT
+                if t[0] == 0 or v[2] < t[2]:
+                    t[2] = v[2]
+                if v[3] > t[3]:
+                    t[3] = v[3]
+            t[0] += v[0]
+            t[1] += v[1]
+            for j in range(4, 46):
+                t[j] += v[j]

@@ -507,3 +507,35 @@ def test_a_quality_row_key_past_every_port_and_side_is_refused():
         _core.encode_quality_rows(np.array([131072], np.uint32), np.zeros((1, ROW_WIDTH), np.uint64))
     with pytest.raises(ValueError, match="values"):
         _core.encode_quality_rows(np.array([1], np.uint32), np.zeros((1, 4), np.uint64))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 40),
+                                   st.lists(st.one_of(st.sampled_from([0, 1, 2**63, 2**64 - 1]),
+                                                      st.integers(0, 10**12)),
+                                            min_size=ROW_WIDTH, max_size=ROW_WIDTH)),
+                         max_size=12, unique_by=lambda r: r[0]), max_size=4))
+def test_the_totals_merge_rows_as_the_windows_do(parts):
+    """add_quality_rows (native and twin) into a table of every key gives what
+    merge_parts gives for the same row sets: exact sums (modulo 2^64, as numpy),
+    rtt_min_ns the least over rows with samples, rtt_max_ns the greatest."""
+    from pt_engine import _core, _reference
+    from pt_engine.analysers.tcp_quality import merge_parts
+    arrays = []
+    for rows in parts:
+        rows = sorted(rows)
+        values = np.array([v for _, v in rows], dtype=np.uint64).reshape(-1, ROW_WIDTH)
+        values[:, 0] %= np.uint64(2**40)      # sample counts never wrap to 0 in a sum
+        values[values[:, 0] == 0, 2:4] = 0      # a row without samples has no min or max
+        arrays.append((np.array([k for k, _ in rows], dtype=np.uint32), values))
+    want_keys, want = merge_parts(arrays)
+    for module in (_core, _reference):
+        table = np.zeros((64, ROW_WIDTH), dtype=np.uint64)
+        for keys, values in arrays:
+            module.add_quality_rows(table, keys, values)
+        assert np.array_equal(table[want_keys.astype(np.int64)], want)
+        others = np.setdiff1d(np.arange(64), want_keys)
+        assert not table[others].any()
+    with pytest.raises(ValueError, match="past the table"):
+        _core.add_quality_rows(np.zeros((4, ROW_WIDTH), np.uint64), np.array([4], np.uint32),
+                               np.zeros((1, ROW_WIDTH), np.uint64))

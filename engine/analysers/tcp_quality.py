@@ -465,21 +465,11 @@ def unpack_delta(delta):
 
 # --- the aggregator side ------------------------------------------------------------------
 
-def _merge_aligned(a, b):
-    """Rows a + b, row by row: sums, and min and max over the rows that have samples."""
-    import numpy as np
-    out = a + b
-    has_a, has_b = a[:, RTT_SAMPLES] > 0, b[:, RTT_SAMPLES] > 0
-    out[:, RTT_MIN] = np.where(has_a & has_b, np.minimum(a[:, RTT_MIN], b[:, RTT_MIN]),
-                               np.where(has_a, a[:, RTT_MIN], b[:, RTT_MIN]))
-    out[:, RTT_MAX] = np.maximum(a[:, RTT_MAX], b[:, RTT_MAX])   # 0 without samples
-    return out
-
-
 def merge_parts(parts: list):
     """The sum of several (keys, values) row sets, keys increasing; exact: sums,
     and min and max over the parts that have samples."""
     import numpy as np
+    parts = [part for part in parts if len(part[0])]
     if not parts:
         return np.zeros(0, dtype=np.uint32), np.zeros((0, ROW_WIDTH), dtype=np.uint64)
     if len(parts) == 1:
@@ -499,44 +489,28 @@ def merge_parts(parts: list):
 
 
 class _Totals:
-    """The run's cumulative rows: a slot per row key seen, values by slot."""
+    """The run's cumulative rows: a table of every row key (131072 x 46 uint64,
+    48 MB of address space, resident only where rows were added), merged into
+    natively (add_quality_rows), and which keys were seen."""
 
     def __init__(self):
         import numpy as np
-        self._slot = np.full(N_ROW_KEYS, -1, dtype=np.int64)
-        self._keys = np.zeros(64, dtype=np.uint32)
-        self._values = np.zeros((64, ROW_WIDTH), dtype=np.uint64)
-        self._n = 0
+        self._table = np.zeros((N_ROW_KEYS, ROW_WIDTH), dtype=np.uint64)
+        self._seen = np.zeros(N_ROW_KEYS, dtype=bool)
 
     def add(self, keys, values) -> None:
         import numpy as np
         if not len(keys):
             return
-        new = keys[self._slot[keys] < 0]
-        if len(new):
-            n = self._n + len(new)
-            if n > len(self._keys):
-                size = max(n, 2 * len(self._keys))
-                self._keys = np.resize(self._keys, size)
-                self._values = np.concatenate(
-                    [self._values[:self._n], np.zeros((size - self._n, ROW_WIDTH), np.uint64)])
-            self._slot[new] = np.arange(self._n, n)
-            self._keys[self._n:n] = new
-            self._n = n
-        slots = self._slot[keys]
-        seen = slots < self._n - len(new)        # rows the totals had before
-        if seen.all():
-            self._values[slots] = _merge_aligned(self._values[slots], values)
-        else:
-            self._values[slots[~seen]] = values[~seen]
-            old = slots[seen]
-            self._values[old] = _merge_aligned(self._values[old], values[seen])
+        core().add_quality_rows(self._table, np.ascontiguousarray(keys, dtype=np.uint32),
+                                np.ascontiguousarray(values, dtype=np.uint64))
+        self._seen[keys] = True
 
     def rows(self):
         """(keys, values), keys increasing."""
         import numpy as np
-        order = np.argsort(self._keys[:self._n])
-        return self._keys[order], self._values[order]
+        keys = np.flatnonzero(self._seen).astype(np.uint32)
+        return keys, self._table[keys]
 
 
 class QualityRows(NativeRows):
