@@ -226,3 +226,83 @@ def test_icmp_ping_of_loopback_v4_and_v6_counts_every_reply():
         assert (r["sent"], r["received"], r["loss_ratio"], r["late"]) == (5, 5, 0.0, 0)
         assert 0 < r["rtt_min_ns"] <= r["rtt_p50_ns"] <= r["rtt_p95_ns"] <= r["rtt_max_ns"]
     assert [r.get("final", False) for r in records[1:]] == [False, False, True, True]
+
+
+# --- scan --syn -------------------------------------------------------------------------
+
+ROOT = os.geteuid() == 0
+
+
+def test_syn_scan_without_root_is_one_line_and_exit_2(monkeypatch, capsys):
+    from pt_engine.probe import command
+    monkeypatch.setattr(command.os, "geteuid", lambda: 1000)
+    assert main(["scan", "127.0.0.1", "--ports", "22", "--syn", "--format", "json"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "scan --syn needs root" in lines[0], captured.err
+    assert captured.out == ""
+    # the dry run sends nothing: it needs no root
+    assert main(["scan", "127.0.0.1", "--ports", "22", "--syn", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        "1 target(s), 1 port(s) each: 1 probes (up to 2 with retries), TCP SYN (half-open)"
+
+
+def _ipv4(src: bytes, dst: bytes, proto: int, payload: bytes) -> bytes:
+    import struct
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0,
+                       src, dst) + payload
+
+
+@pytest.mark.skipif(not ROOT, reason="raw sockets need root")
+def test_syn_cookies_match_only_answers_to_their_own_syn():
+    import struct
+    from pt_engine.probe.syn import SynSocket, _words, fold
+    sock = SynSocket(socket.AF_INET)
+    try:
+        lo, target = socket.inet_aton("127.0.0.1"), socket.inet_aton("127.0.0.1")
+        syn = sock.segment(target, 80, 1)
+        sport, dport, seq, ack, offset_flags = struct.unpack_from("!HHIIH", syn)
+        assert (sport, dport, ack, offset_flags & 0x3F) == (sock.port, 80, 0, 0x02)
+        assert seq & 0xF == 1 and seq == sock.cookie(target, 80, 1)
+        assert sock.cookie(target, 81, 1) != seq and sock.cookie(target, 80, 2) != seq
+        pseudo = lo + target + struct.pack("!xBH", 6, len(syn))
+        assert fold(_words(pseudo + syn)) == 0          # the checksum is right
+
+        def answer(flags, ack_no, port=80, to=sock.port):
+            tcp = struct.pack("!HHIIBBHHH", port, to, 12345, ack_no, 5 << 4, flags, 1024, 0, 0)
+            return _ipv4(target, lo, 6, tcp)
+        parse = sock._tcp_answer
+        assert parse(answer(0x12, seq + 1), None) == ((target, 80), 1, "reply")
+        assert parse(answer(0x14, seq + 1), None) == ((target, 80), 1, "refused")
+        assert parse(answer(0x12, seq + 2), None) is None             # not our cookie
+        assert parse(answer(0x12, seq + 1, port=81), None) is None    # another port's
+        assert parse(answer(0x12, seq + 1, to=sock.port ^ 1), None) is None
+        assert parse(answer(0x02, seq + 1), None) is None             # no ACK: not an answer
+        quoted = _ipv4(lo, target, 6, syn[:8])
+        unreachable = struct.pack("!BBHI", 3, 13, 0, 0) + quoted
+        assert sock._icmp_answer(_ipv4(target, lo, 1, unreachable), None) == \
+            ((target, 80), 1, "unreachable")
+        forged = struct.pack("!BBHI", 3, 13, 0, 0) + _ipv4(lo, target, 6, syn[:4] +
+                                                            struct.pack("!I", seq ^ 0x100))
+        assert sock._icmp_answer(_ipv4(target, lo, 1, forged), None) is None
+    finally:
+        sock.close()
+
+
+@pytest.mark.skipif(not ROOT, reason="scan --syn needs root")
+def test_syn_scan_of_loopback_v4_and_v6():
+    with socket.socket(socket.AF_INET6) as server:
+        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        server.bind(("::", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        proc = _engine("scan", "127.0.0.1", "::1", "--ports", f"{port - 2}-{port + 2}",
+                       "--syn", "--rate", "0", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    hello, *records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert hello["method"] == "tcp-syn" and [r["target"] for r in records] == ["127.0.0.1",
+                                                                               "::1"]
+    for record in records:
+        assert {p["port"]: p["state"] for p in record["ports"]} == {
+            p: ("open" if p == port else "closed") for p in range(port - 2, port + 3)}
+        assert all(p["rtt_ns"] > 0 for p in record["ports"])

@@ -4,6 +4,8 @@ emulator (tests/linkemu.py) for latency, loss and jitter of known size."""
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 
 import pytest
 
@@ -42,6 +44,78 @@ def test_scan_finds_exactly_the_open_closed_and_filtered_ports_v4_and_v6():
             assert entry["proto"] == "tcp"
             assert (entry["rtt_ns"] is None) == (entry["state"] == "filtered")
             assert entry["rtt_ns"] is None or 0 < entry["rtt_ns"] < 300_000_000
+
+
+REJECTED = [2204]
+
+
+@pytest.mark.skipif(why_not_nft() is not None, reason=why_not_nft() or "")
+def test_syn_scan_gives_the_connect_scans_states_v4_and_v6():
+    # dropped: no answer after the retry; rejected: an ICMP administratively-
+    # prohibited answer, matched to its SYN by the quoted cookie (not retried)
+    expected = {"open": set(OPEN), "filtered": set(DROPPED) | set(REJECTED),
+                "closed": set(range(2200, 2211)) - set(OPEN) - set(DROPPED) - set(REJECTED)}
+    with ProbeBed(open_ports=OPEN, dropped_ports=DROPPED, rejected_ports=REJECTED) as bed:
+        runs = {}
+        for mode in ((), ("--syn",)):
+            runs[mode] = bed.run_engine(
+                ["scan", bed.server_addr, bed.server_addr6, "--ports", "2200-2210",
+                 "--timeout", "0.3", "--retries", "1", "--rate", "0", *mode])
+        # the server has no half-open connection left: the kernel's reset closed each
+        ss = subprocess.run(["ip", "netns", "exec", bed.server_ns, "ss", "-Htn",
+                             "state", "syn-recv"], capture_output=True, text=True)
+    for mode, (status, records, err) in runs.items():
+        assert status == 0, err
+        assert [r["type"] for r in records] == ["hello", "scan", "scan"]
+        assert records[0]["method"] == ("tcp-syn" if mode else "tcp-connect")
+        for record, target in zip(records[1:], ("198.18.0.2", "2001:db8::2")):
+            assert record["target"] == target
+            assert _ports(record) == expected, (mode, target)
+            for entry in record["ports"]:
+                assert (entry["rtt_ns"] is None) == (entry["state"] == "filtered")
+    syn, connect = runs[("--syn",)][1], runs[()][1]
+    assert [r["ports"] for r in syn[1:]] == [[{**p, "rtt_ns": q["rtt_ns"]} for p, q in
+                                              zip(r["ports"], s["ports"])]
+                                             for r, s in zip(connect[1:], syn[1:])]
+    assert ss.returncode == 0 and ss.stdout.strip() == "", ss.stdout
+
+
+def test_syn_scan_as_root_sends_syns_and_sees_the_answers_in_tcpdump():
+    if shutil.which("tcpdump") is None:
+        pytest.skip("needs tcpdump")
+    with ProbeBed(open_ports=[2201]) as bed:
+        dump = subprocess.Popen(["ip", "netns", "exec", bed.server_ns, "tcpdump", "-l", "-n",
+                                 "-i", bed._sif, "-c", "7", "tcp portrange 2200-2202"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_listening(dump)
+            status, records, err = bed.run_engine(
+                ["scan", bed.server_addr, "--ports", "2200-2202", "--syn", "--rate", "0",
+                 "--timeout", "0.5"])
+            out, _ = dump.communicate(timeout=10)
+        finally:
+            if dump.poll() is None:
+                dump.kill()
+                dump.wait()
+    assert status == 0, err
+    assert {p["port"]: p["state"] for p in records[1]["ports"]} == {
+        2200: "closed", 2201: "open", 2202: "closed"}
+    lines = out.splitlines()
+    syns = [line for line in lines if "> 198.18.0.2.220" in line and "Flags [S]," in line]
+    assert len(syns) == 3, out                 # one SYN per port, no handshake completed
+    assert not [line for line in lines if "Flags [.]" in line or "Flags [P" in line], out
+    # 3 SYNs, 2 resets of the closed ports, the open port's SYN/ACK answered by
+    # the client kernel's reset by the client kernel's reset
+    assert any("198.18.0.2.2201 >" in line and "Flags [S.]" in line for line in lines), out
+    assert any("> 198.18.0.2.2201" in line and "Flags [R]" in line for line in lines), out
+
+
+def _wait_listening(dump: subprocess.Popen) -> None:
+    """Until tcpdump says it listens (on stderr)."""
+    for line in dump.stderr:
+        if "listening" in line:
+            return
+    raise AssertionError("tcpdump did not start")
 
 
 def test_sweep_finds_exactly_the_live_addresses():

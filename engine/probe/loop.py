@@ -3,10 +3,12 @@
 A ``Schedule`` hands out probes (``Probe``: target, port or None for ICMP,
 attempt) when they are due; the loop sends each as soon as it is due, a
 token is in the bucket (pt_engine.probe.ratelimit) and fewer than
-``concurrency`` probes are in flight. A probe ends in one of:
+``concurrency`` probes are in flight. A TCP probe is a connect, or with
+``syn`` a SYN from a raw socket (pt_engine.probe.syn). A probe ends in one of:
 
 * ``reply``: an ICMP echo reply, or a TCP handshake completed (SYN/ACK),
-* ``refused``: TCP reset (ECONNREFUSED): the host answered, the port is closed,
+* ``refused``: TCP reset (ECONNREFUSED, or the reset to a SYN): the host
+  answered, the port is closed,
 * ``unreachable``: the kernel reported the destination unreachable (ICMP
   unreachable, no route, no neighbour, a local filter),
 * ``timeout``: nothing within the timeout.
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from ..errors import ProbeError
 from .icmp import IcmpSocket
 from .ratelimit import TokenBucket
+from .syn import ATTEMPT_MASK, SynSocket
 
 clock = time.monotonic_ns
 _LINGER0 = struct.pack("ii", 1, 0)        # close with RST: no TIME_WAIT, as nmap
@@ -53,6 +56,7 @@ class Probe:
     attempt: int = 0
     tag: object = None          # the schedule's own (round, window, ...)
     seq: int = 0
+    key: object = None          # what its answer is matched by (ICMP, SYN)
     sent_ns: int = 0
     sock: socket.socket | None = field(default=None, repr=False)
     state: str = "new"          # new, flying, done, expired
@@ -96,13 +100,14 @@ class Loop:
     `concurrency` in flight, each given `timeout_ns`."""
 
     def __init__(self, schedule: Schedule, rate: float, concurrency: int, timeout_ns: int,
-                 size: int):
+                 size: int, syn: bool = False):
         check_concurrency(concurrency)
         self.schedule = schedule
         self.bucket = TokenBucket(rate)
         self.concurrency = concurrency
         self.timeout_ns = timeout_ns
         self.size = size
+        self.syn = syn
         self.epoll = select.epoll()
         self.flying = 0
         self.stopping = False
@@ -111,9 +116,11 @@ class Loop:
         self._tcp: dict[int, Probe] = {}                 # fd -> probe
         self._icmp: dict[int, IcmpSocket] = {}           # family -> socket
         self._icmp_fds: dict[int, IcmpSocket] = {}
+        self._syn: dict[int, SynSocket] = {}             # family -> raw sockets
+        self._syn_fds: dict[int, SynSocket] = {}
         self._seq: dict[int, int] = {}                   # target -> next sequence
-        self._waiting: dict[tuple[str, int], Probe] = {}  # (address, seq) -> probe
-        self._recent: dict[tuple[str, int], Probe] = {}
+        self._waiting: dict[tuple, Probe] = {}   # ICMP (address, seq), SYN (address, port)
+        self._recent: dict[tuple, Probe] = {}
 
     @property
     def methods(self) -> list[str]:
@@ -126,6 +133,16 @@ class Loop:
             sock = self._icmp[family] = IcmpSocket(family, self.size)
             self._icmp_fds[sock.fd] = sock
             self.epoll.register(sock.fd, select.EPOLLIN)
+        return sock
+
+    def open_syn(self, family: int) -> SynSocket:
+        """The raw sockets of `family` for SYNs, opened on first use (raises ProbeError)."""
+        sock = self._syn.get(family)
+        if sock is None:
+            sock = self._syn[family] = SynSocket(family)
+            for fd in sock.fds:
+                self._syn_fds[fd] = sock
+                self.epoll.register(fd, select.EPOLLIN)
         return sock
 
     def stop(self) -> None:
@@ -167,7 +184,7 @@ class Loop:
         finally:
             for probe in list(self._tcp.values()):
                 self._close(probe)
-            for sock in self._icmp.values():
+            for sock in (*self._icmp.values(), *self._syn.values()):
                 sock.close()
             self.epoll.close()
 
@@ -177,6 +194,8 @@ class Loop:
         probe.state = "flying"
         if probe.port is None:
             self._send_icmp(probe)
+        elif self.syn:
+            self._send_syn(probe)
         else:
             self._send_tcp(probe)
 
@@ -189,11 +208,21 @@ class Loop:
         seq = self._seq.get(probe.target, 0)
         self._seq[probe.target] = (seq + 1) & 0xFFFF
         probe.seq = seq
-        key = (probe.address, seq)
+        self._datagram(probe, (probe.address, seq), sock.send, probe.address, seq)
+
+    def _send_syn(self, probe: Probe) -> None:
+        sock = self.open_syn(probe.family)
+        dst = sock.packed(probe.address)
+        self._datagram(probe, (dst, probe.port), sock.send, dst, probe.address, probe.port,
+                       probe.attempt)
+
+    def _datagram(self, probe: Probe, key: tuple, send, *args) -> None:
+        """Send an ICMP echo or a SYN (`send(*args)`), its answer awaited under `key`."""
+        probe.key = key
         self._recent.pop(key, None)
         probe.sent_ns = clock()
         try:
-            sock.send(probe.address, seq)
+            send(*args)
         except OSError as err:
             self._finish(probe, "unreachable" if err.errno in _UNREACHABLE else "timeout",
                          None, clock())
@@ -225,7 +254,14 @@ class Loop:
         icmp = self._icmp_fds.get(fd)
         if icmp is not None:
             for address, seq, now in icmp.replies(clock):
-                self._icmp_reply(address, seq, now)
+                if ":" in address:
+                    address = _normal6(address)
+                self._answer((address, seq), "reply", now)
+            return
+        syn = self._syn_fds.get(fd)
+        if syn is not None:
+            for key, attempt, outcome, now in syn.answers(fd, clock):
+                self._answer(key, outcome, now, attempt)
             return
         probe = self._tcp.get(fd)
         if probe is None:
@@ -239,13 +275,15 @@ class Loop:
             return
         self._finish(probe, _outcome(code), end - probe.sent_ns, end)
 
-    def _icmp_reply(self, address: str, seq: int, now: int) -> None:
-        if ":" in address:
-            address = _normal6(address)
-        key = (address, seq)
-        probe = self._waiting.pop(key, None)
+    def _answer(self, key: tuple, outcome: str, now: int, attempt: int | None = None) -> None:
+        """An ICMP reply or an answer to a SYN (of `attempt`, low bits) under `key`."""
+        probe = self._waiting.get(key)
         if probe is not None:
-            self._finish(probe, "reply", now - probe.sent_ns, now)
+            if attempt is not None and attempt != probe.attempt & ATTEMPT_MASK:
+                self.schedule.late(probe)     # to an earlier attempt, timed out
+                return
+            del self._waiting[key]
+            self._finish(probe, outcome, now - probe.sent_ns, now)
             self._remember(key, probe)
             return
         old = self._recent.get(key)
@@ -271,11 +309,10 @@ class Loop:
         while self._timers and self._timers[0][0] <= now:
             at, _, probe = heapq.heappop(self._timers)
             if probe.state == "flying":
-                if probe.port is None:
-                    key = (probe.address, probe.seq)
-                    self._waiting.pop(key, None)
+                if probe.key is not None:
+                    self._waiting.pop(probe.key, None)
                     self._finish(probe, "timeout", None, at)
-                    self._remember(key, probe)
+                    self._remember(probe.key, probe)
                 else:
                     self._finish(probe, "timeout", None, at)
                     self._timer(probe, at + self.timeout_ns)     # a late handshake
