@@ -49,22 +49,29 @@ class PortSpec:
             raise ConfigError(f"--ports {bad}") from None
 
 
-def _port_mask(text: str) -> numpy.ndarray:
-    import numpy as np
-    mask = np.zeros(65536, dtype=bool)
+def _port_ranges(text: str) -> list[tuple[int, int]]:
+    """The inclusive (low, high) ranges of a port list, as written; raises _Bad."""
+    ranges = []
     for part in text.split(","):
         item = part.strip()
         if not item:
             raise _Bad(f"{text!r}: empty element")
         if not item[:1].isdigit():       # a name from /etc/services: ssh, https, http-alt
             lo = hi = _service(item, text)
-            mask[lo] = True
-            continue
-        lo_text, sep, hi_text = item.partition("-")
-        lo = _port(lo_text, text)
-        hi = _port(hi_text, text) if sep else lo
-        if hi < lo:
-            raise _Bad(f"{text!r}: range {item!r} runs backwards")
+        else:
+            lo_text, sep, hi_text = item.partition("-")
+            lo = _port(lo_text, text)
+            hi = _port(hi_text, text) if sep else lo
+            if hi < lo:
+                raise _Bad(f"{text!r}: range {item!r} runs backwards")
+        ranges.append((lo, hi))
+    return ranges
+
+
+def _port_mask(text: str) -> numpy.ndarray:
+    import numpy as np
+    mask = np.zeros(65536, dtype=bool)
+    for lo, hi in _port_ranges(text):
         mask[lo:hi + 1] = True
     return mask
 
@@ -226,16 +233,16 @@ def port_list(text: str, flag: str) -> list[int]:
     """The ports of a --ports / --tcp spec for probing (22,80,https,8000-8100), in
     ascending order; port 0 cannot be connected to. Raises ConfigError naming `flag`."""
     try:
-        mask = _port_mask(text)
+        ranges = _port_ranges(text)
     except _Bad as bad:
         raise ConfigError(f"{flag} {bad}") from None
-    if mask[0]:
+    if any(lo == 0 for lo, _ in ranges):
         raise ConfigError(f"{flag} {text!r}: port 0 cannot be probed; ports are 1-65535")
-    return [int(port) for port in mask.nonzero()[0]]
+    return sorted(set().union(*(range(lo, hi + 1) for lo, hi in ranges)))
 
 
 def _probe_ports(value) -> str:
-    _port_mask(_text(value))
+    _port_ranges(_text(value))       # without numpy: a probe run starts quickly
     return value
 
 

@@ -19,8 +19,13 @@ answer to one ICMP probe to ``schedule.duplicate(probe)``; neither is a
 sample. A timed-out TCP probe keeps its socket one more timeout to see a
 late handshake, then closes.
 
-Times are ``time.monotonic_ns()``, read right before the send (or connect)
-call and right after the answer's recvfrom (or epoll) returns.
+The connects due in one turn of the loop are made as one batch by the
+connector (pt_engine.probe.connect: native, or its Python twin), and its
+answers collected with one call per turn.
+
+Times are ``time.monotonic_ns()`` (CLOCK_MONOTONIC, in C for the native
+connector), read right before the send (or connect) call and right after
+the answer's recvfrom (or SO_ERROR) returns.
 """
 from __future__ import annotations
 
@@ -28,18 +33,16 @@ import errno
 import heapq
 import resource
 import select
-import socket
-import struct
 import time
 from dataclasses import dataclass, field
 
 from ..errors import ProbeError
+from .connect import connector
 from .icmp import IcmpSocket
 from .ratelimit import TokenBucket
 from .syn import ATTEMPT_MASK, SynSocket
 
 clock = time.monotonic_ns
-_LINGER0 = struct.pack("ii", 1, 0)        # close with RST: no TIME_WAIT, as nmap
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM,
                 errno.EHOSTDOWN, errno.ENETDOWN, errno.ETIMEDOUT}
 _RECENT = 4096        # answered or expired ICMP probes remembered per target
@@ -58,7 +61,7 @@ class Probe:
     seq: int = 0
     key: object = None          # what its answer is matched by (ICMP, SYN)
     sent_ns: int = 0
-    sock: socket.socket | None = field(default=None, repr=False)
+    fd: int = field(default=-1, repr=False)     # a TCP connect's socket, while open
     state: str = "new"          # new, flying, done, expired
 
 
@@ -114,6 +117,8 @@ class Loop:
         self._timers: list[tuple[int, int, Probe]] = []
         self._count = 0
         self._tcp: dict[int, Probe] = {}                 # fd -> probe
+        self._batch: list[Probe] = []                    # connects of this turn
+        self._connector = None
         self._icmp: dict[int, IcmpSocket] = {}           # family -> socket
         self._icmp_fds: dict[int, IcmpSocket] = {}
         self._syn: dict[int, SynSocket] = {}             # family -> raw sockets
@@ -156,7 +161,11 @@ class Loop:
                 now = clock()
                 self._expire(now)
                 wait_until = None
-                while not self.stopping and self.flying < self.concurrency:
+                full = False            # stopped sending only for the concurrency
+                while not self.stopping:
+                    if self.flying >= self.concurrency:
+                        full = True
+                        break
                     if pending is None:
                         got = self.schedule.next(now)
                         if not isinstance(got, Probe):
@@ -169,16 +178,21 @@ class Loop:
                     self._send(pending)
                     pending = None
                     now = clock()
+                if self._batch:
+                    self._connect()      # answers decided at once free their places
+                    now = clock()
                 self.schedule.idle(now)
+                room = full and self.flying < self.concurrency
                 if self.flying == 0 and (self.stopping or (pending is None and wait_until
                                                            is None)):
-                    if not self._tcp:
+                    if not self._tcp and not room:
                         return
                 deadlines = [t for t in (wait_until, self._timers[0][0] if self._timers
                                          else None) if t is not None]
                 if self.flying >= self.concurrency and self._timers:
                     deadlines = [self._timers[0][0]]
-                timeout = max(0.0, (min(deadlines) - clock()) / 1e9) if deadlines else 1.0
+                timeout = 0.0 if room else max(0.0, (min(deadlines) - clock()) / 1e9) \
+                    if deadlines else 1.0
                 for fd, events in self.epoll.poll(timeout):
                     self._event(fd)
         finally:
@@ -186,6 +200,8 @@ class Loop:
                 self._close(probe)
             for sock in (*self._icmp.values(), *self._syn.values()):
                 sock.close()
+            if self._connector is not None:
+                self._connector.close()
             self.epoll.close()
 
     # --- sending ---------------------------------------------------------------------
@@ -231,23 +247,26 @@ class Loop:
         self._timer(probe, probe.sent_ns + self.timeout_ns)
 
     def _send_tcp(self, probe: Probe) -> None:
+        self._batch.append(probe)
+
+    def _connect(self) -> None:
+        """Make the connects of this turn's batch."""
+        batch, self._batch = self._batch, []
+        if self._connector is None:
+            self._connector = connector()
+            self.epoll.register(self._connector.fileno(), select.EPOLLIN)
         try:
-            sock = socket.socket(probe.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            started = self._connector.start([(p.family, p.address, p.port) for p in batch])
         except OSError as err:
             raise ProbeError(f"cannot open a TCP socket: {err.strerror}") from None
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
-        probe.sock = sock
-        probe.sent_ns = clock()
-        code = sock.connect_ex((probe.address, probe.port))
-        if code == errno.EINPROGRESS:
-            self._tcp[sock.fileno()] = probe
-            self.epoll.register(sock.fileno(), select.EPOLLOUT)
-            self._timer(probe, probe.sent_ns + self.timeout_ns)
-            return
-        end = clock()
-        sock.close()
-        probe.sock = None
-        self._finish(probe, _outcome(code), end - probe.sent_ns, end)
+        for probe, (fd, code, sent, end) in zip(batch, started):
+            probe.sent_ns = sent
+            if fd >= 0:
+                probe.fd = fd
+                self._tcp[fd] = probe
+                self._timer(probe, sent + self.timeout_ns)
+            else:
+                self._finish(probe, _outcome(code), end - sent, end)
 
     # --- answers ---------------------------------------------------------------------
     def _event(self, fd: int) -> None:
@@ -263,17 +282,16 @@ class Loop:
             for key, attempt, outcome, now in syn.answers(fd, clock):
                 self._answer(key, outcome, now, attempt)
             return
-        probe = self._tcp.get(fd)
-        if probe is None:
+        if self._connector is None or fd != self._connector.fileno():
             return
-        end = clock()
-        code = probe.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self._close(probe)
-        if probe.state == "expired":
-            if code == 0 or code == errno.ECONNREFUSED:
-                self.schedule.late(probe)
-            return
-        self._finish(probe, _outcome(code), end - probe.sent_ns, end)
+        for fd, code, end in self._connector.wait():
+            probe = self._tcp.pop(fd)
+            probe.fd = -1
+            if probe.state == "expired":
+                if code == 0 or code == errno.ECONNREFUSED:
+                    self.schedule.late(probe)
+                continue
+            self._finish(probe, _outcome(code), end - probe.sent_ns, end)
 
     def _answer(self, key: tuple, outcome: str, now: int, attempt: int | None = None) -> None:
         """An ICMP reply or an answer to a SYN (of `attempt`, low bits) under `key`."""
@@ -316,17 +334,14 @@ class Loop:
                 else:
                     self._finish(probe, "timeout", None, at)
                     self._timer(probe, at + self.timeout_ns)     # a late handshake
-            elif probe.state == "expired" and probe.sock is not None:
+            elif probe.state == "expired" and probe.fd >= 0:
                 self._close(probe)
 
     def _close(self, probe: Probe) -> None:
-        if probe.sock is None:
-            return
-        fd = probe.sock.fileno()
-        if self._tcp.pop(fd, None) is not None:
-            self.epoll.unregister(fd)
-        probe.sock.close()
-        probe.sock = None
+        if probe.fd >= 0:
+            del self._tcp[probe.fd]
+            self._connector.drop(probe.fd)
+            probe.fd = -1
 
 
 def _outcome(code: int) -> str:
