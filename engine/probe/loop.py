@@ -34,6 +34,7 @@ import heapq
 import resource
 import select
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from ..errors import ProbeError
@@ -125,7 +126,9 @@ class Loop:
         self._syn_fds: dict[int, SynSocket] = {}
         self._seq: dict[int, int] = {}                   # target -> next sequence
         self._waiting: dict[tuple, Probe] = {}   # ICMP (address, seq), SYN (address, port)
-        self._recent: dict[tuple, Probe] = {}
+        # the oldest forgotten first: an OrderedDict pops it in O(1) (a dict's
+        # first key is found past every slot deleted before it)
+        self._recent: OrderedDict[tuple, Probe] = OrderedDict()
 
     @property
     def methods(self) -> list[str]:
@@ -316,7 +319,7 @@ class Loop:
     def _remember(self, key, probe: Probe) -> None:
         self._recent[key] = probe
         if len(self._recent) > _RECENT * max(1, len(self._seq)):
-            del self._recent[next(iter(self._recent))]
+            self._recent.popitem(last=False)
 
     def _finish(self, probe: Probe, outcome: str, rtt_ns: int | None, end_ns: int) -> None:
         probe.state = "done" if outcome != "timeout" else "expired"
