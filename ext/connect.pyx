@@ -29,36 +29,7 @@ from libc.errno cimport errno, EINPROGRESS, EINTR, ECONNREFUSED
 from libc.string cimport memset
 from posix.unistd cimport close
 
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    cdef struct sockaddr:
-        pass
-    cdef struct sockaddr_storage:
-        pass
-    int socket(int, int, int)
-    int connect(int, const sockaddr *, socklen_t)
-    int setsockopt(int, int, int, const void *, socklen_t)
-    int getsockopt(int, int, int, void *, socklen_t *)
-    int AF_INET, AF_INET6, AF_UNSPEC, SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC, SOL_SOCKET
-    int SO_LINGER, SO_ERROR
-    cdef struct linger:
-        int l_onoff
-        int l_linger
-
-cdef extern from "<netinet/in.h>" nogil:
-    cdef struct in_addr:
-        pass
-    cdef struct in6_addr:
-        pass
-    cdef struct sockaddr_in:
-        unsigned short sin_family
-        unsigned short sin_port
-        in_addr sin_addr
-    cdef struct sockaddr_in6:
-        unsigned short sin6_family
-        unsigned short sin6_port
-        in6_addr sin6_addr
-    unsigned short htons(unsigned short)
+from sockets cimport *
 
 cdef extern from "<arpa/inet.h>" nogil:
     int inet_pton(int, const char *, void *)
@@ -74,21 +45,8 @@ cdef extern from "<sys/epoll.h>" nogil:
     int epoll_wait(int, epoll_event *, int, int)
     int EPOLL_CTL_ADD, EPOLLOUT, EPOLL_CLOEXEC
 
-cdef extern from "<time.h>" nogil:
-    cdef struct timespec:
-        long tv_sec
-        long tv_nsec
-    int clock_gettime(int, timespec *)
-    int CLOCK_MONOTONIC
-
 DEF EVENTS = 512
 DEF SPARE = 64              # refused sockets kept for the next connects
-
-
-cdef inline long long _now() nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <long long>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef class Connector:
@@ -143,7 +101,7 @@ cdef class Connector:
                 if fd < 0:
                     raise OSError(errno, "cannot open a TCP socket")
                 setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof(off))
-            sent = _now()
+            sent = monotonic_ns()
             rc = connect(fd, <sockaddr *>&addr, size)
             code = 0 if rc == 0 else errno
             if code == EINPROGRESS:
@@ -158,7 +116,7 @@ cdef class Connector:
                     out.append((fd, code, sent, 0))
                     continue
                 code = errno
-            end = _now()
+            end = monotonic_ns()
             if code == ECONNREFUSED and self.spares[slot] < SPARE // 2:
                 # reset, the socket is as new (AF_UNSPEC disconnects): kept for reuse
                 memset(&addr, 0, sizeof(addr))
@@ -190,7 +148,7 @@ cdef class Connector:
                 code = 0
                 optlen = sizeof(code)
                 getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &optlen)
-                end = _now()
+                end = monotonic_ns()
                 close(fd)
                 out.append((fd, code, end))
             if n < EVENTS:

@@ -12,6 +12,7 @@ inside the namespaces, never on the host.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -105,11 +106,14 @@ class ProbeBed(netns.NamespaceBed):
             else:
                 raise RuntimeError(f"{addr} does not answer in the test bed")
 
-    def run_engine(self, argv: list[str], timeout: float = 120) -> tuple[int, list[dict], str]:
-        """pt-engine in the client namespace with JSON output: (status, records, stderr)."""
+    def run_engine(self, argv: list[str], timeout: float = 120,
+                   env: dict | None = None) -> tuple[int, list[dict], str]:
+        """pt-engine in the client namespace with JSON output: (status, records, stderr);
+        `env`: variables to add to its environment."""
         proc = subprocess.run(["ip", "netns", "exec", self.client_ns, sys.executable, "-m",
                                "pt_engine", *argv, "--format", "json"],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout,
+                              env=None if env is None else {**os.environ, **env})
         records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
         return proc.returncode, records, proc.stderr
 

@@ -279,6 +279,9 @@ def test_syn_cookies_match_only_answers_to_their_own_syn():
         assert (sport, dport, ack, offset_flags & 0x3F) == (sock.port, 80, 0, 0x02)
         assert seq & 0xF == 1 and seq == sock.cookie(target, 80, 1)
         assert sock.cookie(target, 81, 1) != seq and sock.cookie(target, 80, 2) != seq
+        for port, attempt in ((1, 0), (80, 1), (65535, 15)):        # the C twin's cookies
+            assert sock.native.cookie(target, port, attempt) == sock.cookie(target, port,
+                                                                            attempt)
         pseudo = lo + target + struct.pack("!xBH", 6, len(syn))
         assert fold(_words(pseudo + syn)) == 0          # the checksum is right
 
@@ -303,19 +306,29 @@ def test_syn_cookies_match_only_answers_to_their_own_syn():
         sock.close()
 
 
+def test_siphash_is_the_reference_one():
+    from pt_engine.probe.syn import siphash24
+    key = bytes(range(16))         # the paper's test vector, and the empty message's
+    assert siphash24(key, bytes(range(15))) == 0xa129ca6149be45e5
+    assert siphash24(key, b"") == 0x726fdb47dd0e0e31
+
+
 @pytest.mark.skipif(not ROOT, reason="scan --syn needs root")
-def test_syn_scan_of_loopback_v4_and_v6():
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_syn_scan_of_loopback_v4_and_v6(backend):
     with socket.socket(socket.AF_INET6) as server:
         server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         server.bind(("::", 0))
         server.listen()
         port = server.getsockname()[1]
         proc = _engine("scan", "127.0.0.1", "::1", "--ports", f"{port - 2}-{port + 2}",
-                       "--syn", "--rate", "0", "--format", "json")
+                       "--syn", "--rate", "0", "--format", "json",
+                       env={"PT_ENGINE_PUREPYTHON": "1" if backend == "reference" else "0"})
     assert proc.returncode == 0, proc.stderr
     hello, *records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert hello["method"] == "tcp-syn" and [r["target"] for r in records] == ["127.0.0.1",
                                                                                "::1"]
+    assert hello["backend"] == backend
     for record in records:
         assert {p["port"]: p["state"] for p in record["ports"]} == {
             p: ("open" if p == port else "closed") for p in range(port - 2, port + 3)}

@@ -57,10 +57,12 @@ def test_syn_scan_gives_the_connect_scans_states_v4_and_v6():
                 "closed": set(range(2200, 2211)) - set(OPEN) - set(DROPPED) - set(REJECTED)}
     with ProbeBed(open_ports=OPEN, dropped_ports=DROPPED, rejected_ports=REJECTED) as bed:
         runs = {}
-        for mode in ((), ("--syn",)):
+        # the connect scan, the SYN scan, and the SYN scan's pure-Python twin
+        for mode in ((), ("--syn",), ("--syn", "reference")):
             runs[mode] = bed.run_engine(
                 ["scan", bed.server_addr, bed.server_addr6, "--ports", "2200-2210",
-                 "--timeout", "0.3", "--retries", "1", "--rate", "0", *mode])
+                 "--timeout", "0.3", "--retries", "1", "--rate", "0", *mode[:1]],
+                env={"PT_ENGINE_PUREPYTHON": "1" if "reference" in mode else "0"})
         # the server has no half-open connection left: the kernel's reset closed each
         ss = subprocess.run(["ip", "netns", "exec", bed.server_ns, "ss", "-Htn",
                              "state", "syn-recv"], capture_output=True, text=True)
@@ -73,10 +75,11 @@ def test_syn_scan_gives_the_connect_scans_states_v4_and_v6():
             assert _ports(record) == expected, (mode, target)
             for entry in record["ports"]:
                 assert (entry["rtt_ns"] is None) == (entry["state"] == "filtered")
-    syn, connect = runs[("--syn",)][1], runs[()][1]
-    assert [r["ports"] for r in syn[1:]] == [[{**p, "rtt_ns": q["rtt_ns"]} for p, q in
-                                              zip(r["ports"], s["ports"])]
-                                             for r, s in zip(connect[1:], syn[1:])]
+    connect = runs[()][1]
+    for syn in (runs[("--syn",)][1], runs[("--syn", "reference")][1]):
+        assert [r["ports"] for r in syn[1:]] == [[{**p, "rtt_ns": q["rtt_ns"]} for p, q in
+                                                  zip(r["ports"], s["ports"])]
+                                                 for r, s in zip(connect[1:], syn[1:])]
     assert ss.returncode == 0 and ss.stdout.strip() == "", ss.stdout
 
 

@@ -118,7 +118,7 @@ class Loop:
         self._timers: list[tuple[int, int, Probe]] = []
         self._count = 0
         self._tcp: dict[int, Probe] = {}                 # fd -> probe
-        self._batch: list[Probe] = []                    # connects of this turn
+        self._batch: list[Probe] = []                    # TCP probes of this turn
         self._connector = None
         self._icmp: dict[int, IcmpSocket] = {}           # family -> socket
         self._icmp_fds: dict[int, IcmpSocket] = {}
@@ -181,8 +181,8 @@ class Loop:
                     self._send(pending)
                     pending = None
                     now = clock()
-                if self._batch:
-                    self._connect()      # answers decided at once free their places
+                if self._batch:          # answers decided at once free their places
+                    self._send_syns() if self.syn else self._connect()
                     now = clock()
                 self.schedule.idle(now)
                 room = full and self.flying < self.concurrency
@@ -213,10 +213,8 @@ class Loop:
         probe.state = "flying"
         if probe.port is None:
             self._send_icmp(probe)
-        elif self.syn:
-            self._send_syn(probe)
         else:
-            self._send_tcp(probe)
+            self._batch.append(probe)        # TCP: sent as a batch (_send_syns, _connect)
 
     def _timer(self, probe: Probe, at: int) -> None:
         self._count += 1
@@ -227,30 +225,38 @@ class Loop:
         seq = self._seq.get(probe.target, 0)
         self._seq[probe.target] = (seq + 1) & 0xFFFF
         probe.seq = seq
-        self._datagram(probe, (probe.address, seq), sock.send, probe.address, seq)
-
-    def _send_syn(self, probe: Probe) -> None:
-        sock = self.open_syn(probe.family)
-        dst = sock.packed(probe.address)
-        self._datagram(probe, (dst, probe.port), sock.send, dst, probe.address, probe.port,
-                       probe.attempt)
-
-    def _datagram(self, probe: Probe, key: tuple, send, *args) -> None:
-        """Send an ICMP echo or a SYN (`send(*args)`), its answer awaited under `key`."""
-        probe.key = key
-        self._recent.pop(key, None)
-        probe.sent_ns = clock()
+        sent_ns = clock()
         try:
-            send(*args)
+            sock.send(probe.address, seq)
+            code = 0
         except OSError as err:
-            self._finish(probe, "unreachable" if err.errno in _UNREACHABLE else "timeout",
+            code = err.errno
+        self._sent(probe, (probe.address, seq), sent_ns, code)
+
+    def _send_syns(self) -> None:
+        """Send the SYNs of this turn's batch, a batch per address family."""
+        batch, self._batch = self._batch, []
+        families: dict[int, list[Probe]] = {}
+        for probe in batch:
+            families.setdefault(probe.family, []).append(probe)
+        for family, probes in families.items():
+            sent = self.open_syn(family).send_batch(
+                [(p.address, p.port, p.attempt) for p in probes], clock)
+            for probe, (key, sent_ns, code) in zip(probes, sent):
+                self._sent(probe, key, sent_ns, code)
+
+    def _sent(self, probe: Probe, key: tuple, sent_ns: int, code: int) -> None:
+        """An ICMP echo or a SYN went out (`code` 0) or could not (an errno); its
+        answer is awaited under `key`."""
+        probe.key = key
+        probe.sent_ns = sent_ns
+        self._recent.pop(key, None)
+        if code:
+            self._finish(probe, "unreachable" if code in _UNREACHABLE else "timeout",
                          None, clock())
             return
         self._waiting[key] = probe
         self._timer(probe, probe.sent_ns + self.timeout_ns)
-
-    def _send_tcp(self, probe: Probe) -> None:
-        self._batch.append(probe)
 
     def _connect(self) -> None:
         """Make the connects of this turn's batch."""

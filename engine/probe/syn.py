@@ -14,22 +14,29 @@ One ``SynSocket`` per address family serves every target of a run:
   reset, which closes the half-open connection at the target (as nmap -sS).
 
 The sequence number of each SYN is a cookie, as masscan's: a keyed hash
-(BLAKE2b, a key made for the run) of the target address, its port, our port
-and the attempt, whose low 4 bits are the attempt. An answer is ours when it
+(SipHash-2-4, as masscan's, under a key made for the run) of the target
+address, its port, our port and the attempt, whose low 4 bits are the
+attempt. An answer is ours when it
 comes from a target and port we probed, to our port, and acknowledges the
 cookie + 1 (a SYN/ACK: ``reply``, the port is open; a reset with ACK:
 ``refused``, closed); an ICMP unreachable is ours when the quoted segment
 has our port and the cookie as its sequence number (``unreachable``). The
 attempt is read back from the cookie, so that an answer to an earlier,
 timed-out attempt is not taken as the answer to its retry.
+
+The loop hands over the SYNs due in one turn as one batch (``send_batch``)
+and takes the waiting answers of a socket in one call (``answers``): by
+default ``pt_engine._syn.SynEngine`` (ext/syn.pyx) builds, sends, parses and
+checks them in C; with PT_ENGINE_PUREPYTHON=1 the methods here do, with the
+same cookies (``siphash24`` is the Python twin of the C one).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import struct
 
+from ..backend import use_reference_backend
 from ..errors import ProbeError
 
 _PROTO_ICMP = {socket.AF_INET: socket.IPPROTO_ICMP, socket.AF_INET6: socket.IPPROTO_ICMPV6}
@@ -47,6 +54,42 @@ def fold(total: int) -> int:
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
+
+
+_M64 = (1 << 64) - 1
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _M64
+
+
+def siphash24(key: bytes, data: bytes) -> int:
+    """SipHash-2-4 (Aumasson and Bernstein) of `data` under a 16-byte `key`."""
+    k0, k1 = int.from_bytes(key[:8], "little"), int.from_bytes(key[8:16], "little")
+    v = [0x736f6d6570736575 ^ k0, 0x646f72616e646f6d ^ k1,
+         0x6c7967656e657261 ^ k0, 0x7465646279746573 ^ k1]
+
+    def rounds(n: int) -> None:
+        for _ in range(n):
+            v[0] = (v[0] + v[1]) & _M64; v[1] = _rotl(v[1], 13) ^ v[0]      # noqa: E702
+            v[0] = _rotl(v[0], 32)
+            v[2] = (v[2] + v[3]) & _M64; v[3] = _rotl(v[3], 16) ^ v[2]      # noqa: E702
+            v[0] = (v[0] + v[3]) & _M64; v[3] = _rotl(v[3], 21) ^ v[0]      # noqa: E702
+            v[2] = (v[2] + v[1]) & _M64; v[1] = _rotl(v[1], 17) ^ v[2]      # noqa: E702
+            v[2] = _rotl(v[2], 32)
+    full = len(data) - len(data) % 8
+    for i in range(0, full, 8):
+        m = int.from_bytes(data[i:i + 8], "little")
+        v[3] ^= m
+        rounds(2)
+        v[0] ^= m
+    last = (len(data) & 0xFF) << 56 | int.from_bytes(data[full:], "little")
+    v[3] ^= last
+    rounds(2)
+    v[0] ^= last
+    v[2] ^= 0xFF
+    rounds(4)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
 
 
 def _words(data: bytes) -> int:
@@ -83,6 +126,10 @@ class SynSocket:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.fds = (self.tcp.fileno(), self.icmp.fileno())
+        self.native = None
+        if not use_reference_backend():
+            from .._syn import SynEngine
+            self.native = SynEngine(self.fds[0], self.fds[1], family, self.key, self.port)
 
     def _open(self, kind: int, proto: int) -> socket.socket:
         sock = socket.socket(self.family, kind, proto)
@@ -100,9 +147,8 @@ class SynSocket:
     def cookie(self, dst: bytes, dport: int, attempt: int) -> int:
         """The sequence number of the SYN to (dst, dport) of this attempt."""
         attempt &= ATTEMPT_MASK
-        digest = hashlib.blake2b(dst + struct.pack("!HHB", dport, self.port, attempt),
-                                 digest_size=4, key=self.key).digest()
-        return (int.from_bytes(digest, "big") & ~ATTEMPT_MASK & 0xFFFFFFFF) | attempt
+        digest = siphash24(self.key, dst + struct.pack("!HHB", dport, self.port, attempt))
+        return (digest & ~ATTEMPT_MASK & 0xFFFFFFFF) | attempt
 
     def _checksum_base(self, dst: bytes) -> int:
         base = self._base.get(dst)
@@ -129,14 +175,40 @@ class SynSocket:
         return struct.pack("!HHIIHHHH", self.port, dport, seq, 0, _OFFSET_FLAGS, _WINDOW,
                            check, 0) + _MSS
 
-    def send(self, dst: bytes, address: str, dport: int, attempt: int) -> None:
-        """Send the SYN of this attempt; raises OSError (no route, a local filter)."""
-        self.tcp.sendto(self.segment(dst, dport, attempt), (address, 0))
+    def send_batch(self, batch: list, clock) -> list[tuple[tuple, int, int]]:
+        """Send the SYNs of [(address, port, attempt)]: [(key, sent_ns, errno)] each,
+        key the (target bytes, port) its answers come under, errno 0 when it left
+        (else no route, a local filter: it did not)."""
+        out: list = []
+        native: list = []                 # (index in out, the engine's item)
+        for address, port, attempt in batch:
+            dst = self.packed(address)
+            try:
+                if self.native is not None:
+                    native.append((len(out), (dst, port, attempt, self._checksum_base(dst))))
+                    out.append(((dst, port), 0, 0))
+                    continue
+                segment = self.segment(dst, port, attempt)
+                sent = clock()
+                self.tcp.sendto(segment, (address, 0))
+                out.append(((dst, port), sent, 0))
+            except OSError as err:
+                out.append(((dst, port), clock(), err.errno or 5))
+        if native:
+            for (index, _item), (sent, code) in zip(native, self.native.send(
+                    [item for _index, item in native])):
+                out[index] = (out[index][0], sent, code)
+        return out
 
     # --- answers ---------------------------------------------------------------------
-    def answers(self, fd: int, clock):
-        """((target bytes, port), attempt, outcome, time) of each waiting answer that
-        is ours, on socket `fd`; `clock()` read as soon as its recvfrom returned."""
+    def answers(self, fd: int, clock) -> list:
+        """[((target bytes, port), attempt, outcome, time)] of the waiting answers that
+        are ours, on socket `fd`; `clock()` read as soon as each recvfrom returned."""
+        if self.native is not None:
+            return self.native.answers(fd)
+        return list(self._answers(fd, clock))
+
+    def _answers(self, fd: int, clock):
         sock = self.tcp if fd == self.fds[0] else self.icmp
         parse = self._tcp_answer if sock is self.tcp else self._icmp_answer
         while True:
