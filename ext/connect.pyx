@@ -7,7 +7,8 @@ results. The probe loop (pt_engine.probe.loop) hands it the connects due in
 one turn as one batch, and collects the answers of a turn with one call, so
 that a probe costs its system calls and little Python:
 
-* ``start(batch)``: for each (family, address text, port) a non-blocking
+* ``start(batch)``: for each (family, address text, port, IPv6 zone index
+  or 0) a non-blocking
   socket (SO_LINGER 0: closed with a reset, no TIME_WAIT, as nmap -sT), the
   monotonic clock read, connect(); an answer already there when connect
   returns (a reset from a host near by comes in during the call) is read at
@@ -66,7 +67,7 @@ cdef class Connector:
         return self.epfd
 
     def start(self, list batch):
-        """[(fd, code, sent_ns, end_ns)] for [(family, address, port)]; OSError when
+        """[(fd, code, sent_ns, end_ns)] for [(family, address, port, zone)]; OSError when
         no socket can be had (the descriptor limit)."""
         cdef list out = []
         cdef sockaddr_storage addr
@@ -76,10 +77,11 @@ cdef class Connector:
         cdef linger off
         cdef epoll_event ev
         cdef int family, port, fd, rc, code, slot
+        cdef unsigned int zone
         cdef long long sent, end
         cdef const char *text
         off.l_onoff, off.l_linger = 1, 0
-        for family, address, port in batch:
+        for family, address, port, zone in batch:
             text = PyUnicode_AsUTF8(address)
             memset(&addr, 0, sizeof(addr))
             if family == AF_INET:
@@ -88,6 +90,7 @@ cdef class Connector:
                 size = sizeof(sockaddr_in)
             else:
                 v6.sin6_family, v6.sin6_port = AF_INET6, htons(port)
+                v6.sin6_scope_id = zone
                 rc = inet_pton(AF_INET6, text, &v6.sin6_addr)
                 size = sizeof(sockaddr_in6)
             if rc != 1:

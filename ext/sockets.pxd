@@ -32,6 +32,7 @@ cdef extern from "<netinet/in.h>" nogil:
         unsigned short sin6_family
         unsigned short sin6_port
         in6_addr sin6_addr
+        unsigned int sin6_scope_id
     unsigned short htons(unsigned short)
 
 cdef extern from "<time.h>" nogil:

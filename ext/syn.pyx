@@ -111,7 +111,8 @@ cdef class SynEngine:
         return self._cookie(<const uint8_t *><const char *>dst, dport, attempt)
 
     def send(self, list batch):
-        """[(sent_ns, errno)] for [(dst bytes, dport, attempt, checksum base)]: each
+        """[(sent_ns, errno)] for [(dst bytes, dport, attempt, checksum base, IPv6
+        zone index or 0)]: each
         SYN built and sent (errno 0: sent)."""
         cdef list out = []
         cdef uint8_t seg[HEADER]
@@ -121,13 +122,13 @@ cdef class SynEngine:
         cdef socklen_t size = sizeof(sockaddr_in) if self.family == AF_INET \
             else sizeof(sockaddr_in6)
         cdef const uint8_t *dst
-        cdef uint32_t seq, dport, attempt
+        cdef uint32_t seq, dport, attempt, zone
         cdef uint64_t total
         cdef long long sent
         cdef ssize_t rc
         memset(&addr, 0, sizeof(addr))
         for item in batch:
-            dst_bytes, dport, attempt, total = item
+            dst_bytes, dport, attempt, total, zone = item
             if len(dst_bytes) != self.alen:
                 raise ValueError("an address of the engine's family")
             dst = <const uint8_t *><const char *>dst_bytes
@@ -136,6 +137,7 @@ cdef class SynEngine:
                 memcpy(&v4.sin_addr, dst, 4)
             else:
                 v6.sin6_family = AF_INET6
+                v6.sin6_scope_id = zone
                 memcpy(&v6.sin6_addr, dst, 16)
             seq = self._cookie(dst, dport, attempt)
             total += dport + (seq >> 16) + (seq & 0xFFFF)

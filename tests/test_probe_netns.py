@@ -113,6 +113,25 @@ def test_syn_scan_as_root_sends_syns_and_sees_the_answers_in_tcpdump():
     assert any("> 198.18.0.2.2201" in line and "Flags [R]" in line for line in lines), out
 
 
+def test_scans_of_a_link_local_address_with_its_zone():
+    import re
+    with ProbeBed(open_ports=[2201]) as bed:
+        shown = subprocess.run(["ip", "-n", bed.server_ns, "-o", "-6", "addr", "show", "dev",
+                                bed._sif, "scope", "link"], capture_output=True, text=True,
+                               check=True).stdout
+        link_local = re.search(r"inet6 (fe80:[0-9a-f:]+)/", shown).group(1)
+        target = f"{link_local}%{bed._cif}"          # the zone: the client's interface
+        runs = [bed.run_engine(["scan", target, "--ports", "2200-2202", "--rate", "0",
+                                "--timeout", "0.5", *mode],
+                               env={"PT_ENGINE_PUREPYTHON": backend})
+                for mode in ((), ("--syn",)) for backend in ("0", "1")]
+    for status, records, err in runs:
+        assert status == 0, err
+        assert records[1]["target"] == target
+        assert {p["port"]: p["state"] for p in records[1]["ports"]} == {
+            2200: "closed", 2201: "open", 2202: "closed"}
+
+
 def _wait_listening(dump: subprocess.Popen) -> None:
     """Until tcpdump says it listens (on stderr)."""
     for line in dump.stderr:

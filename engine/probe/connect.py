@@ -33,11 +33,12 @@ class Connector:
 
     def start(self, batch: list) -> list[tuple[int, int, int, int]]:
         out = []
-        for family, address, port in batch:
+        for family, address, port, zone in batch:
             sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+            where = (address, port) if family == socket.AF_INET else (address, port, 0, zone)
             sent = time.monotonic_ns()
-            code = sock.connect_ex((address, port))
+            code = sock.connect_ex(where)
             if code == errno.EINPROGRESS:
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or code
             if code == errno.EINPROGRESS:

@@ -42,6 +42,7 @@ from .connect import connector
 from .icmp import IcmpSocket
 from .ratelimit import TokenBucket
 from .syn import ATTEMPT_MASK, SynSocket
+from .targets import split_zone
 
 clock = time.monotonic_ns
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM,
@@ -265,7 +266,8 @@ class Loop:
             self._connector = connector()
             self.epoll.register(self._connector.fileno(), select.EPOLLIN)
         try:
-            started = self._connector.start([(p.family, p.address, p.port) for p in batch])
+            started = self._connector.start([(p.family, *_where(p.address, p.port))
+                                             for p in batch])
         except OSError as err:
             raise ProbeError(f"cannot open a TCP socket: {err.strerror}") from None
         for probe, (fd, code, sent, end) in zip(batch, started):
@@ -351,6 +353,12 @@ class Loop:
             del self._tcp[probe.fd]
             self._connector.drop(probe.fd)
             probe.fd = -1
+
+
+def _where(address: str, port: int) -> tuple[str, int, int]:
+    """(address without its IPv6 zone, port, the zone's interface index or 0)."""
+    bare, zone = split_zone(address)
+    return bare, port, zone
 
 
 def _outcome(code: int) -> str:

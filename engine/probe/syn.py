@@ -38,6 +38,7 @@ import struct
 
 from ..backend import use_reference_backend
 from ..errors import ProbeError
+from .targets import split_zone
 
 _PROTO_ICMP = {socket.AF_INET: socket.IPPROTO_ICMP, socket.AF_INET6: socket.IPPROTO_ICMPV6}
 _UNREACH = {socket.AF_INET: 3, socket.AF_INET6: 1}      # destination unreachable
@@ -150,10 +151,10 @@ class SynSocket:
         digest = siphash24(self.key, dst + struct.pack("!HHB", dport, self.port, attempt))
         return (digest & ~ATTEMPT_MASK & 0xFFFFFFFF) | attempt
 
-    def _checksum_base(self, dst: bytes) -> int:
+    def _checksum_base(self, dst: bytes, zone: int = 0) -> int:
         base = self._base.get(dst)
         if base is None:
-            src = self._source(dst)
+            src = self._source(dst, zone)
             pseudo = (src + dst + struct.pack("!IxxxB", _HEADER, socket.IPPROTO_TCP)
                       if self.v6 else
                       src + dst + struct.pack("!xBH", socket.IPPROTO_TCP, _HEADER))
@@ -161,17 +162,18 @@ class SynSocket:
                                       + _words(_MSS))
         return base
 
-    def _source(self, dst: bytes) -> bytes:
+    def _source(self, dst: bytes, zone: int) -> bytes:
         """The address the kernel sends from to `dst` (a route lookup: a UDP connect)."""
+        text = socket.inet_ntop(self.family, dst)
         with socket.socket(self.family, socket.SOCK_DGRAM) as udp:
-            udp.connect((socket.inet_ntop(self.family, dst), 9))
+            udp.connect((text, 9, 0, zone) if self.v6 else (text, 9))
             return socket.inet_pton(self.family, udp.getsockname()[0].split("%")[0])
 
-    def segment(self, dst: bytes, dport: int, attempt: int) -> bytes:
+    def segment(self, dst: bytes, dport: int, attempt: int, zone: int = 0) -> bytes:
         """The SYN's TCP header (with its checksum) to (dst, dport) of this attempt;
         raises OSError when no route leads to dst."""
         seq = self.cookie(dst, dport, attempt)
-        check = fold(self._checksum_base(dst) + dport + (seq >> 16) + (seq & 0xFFFF))
+        check = fold(self._checksum_base(dst, zone) + dport + (seq >> 16) + (seq & 0xFFFF))
         return struct.pack("!HHIIHHHH", self.port, dport, seq, 0, _OFFSET_FLAGS, _WINDOW,
                            check, 0) + _MSS
 
@@ -182,15 +184,17 @@ class SynSocket:
         out: list = []
         native: list = []                 # (index in out, the engine's item)
         for address, port, attempt in batch:
-            dst = self.packed(address)
+            bare, zone = split_zone(address)
+            dst = self.packed(bare)
             try:
                 if self.native is not None:
-                    native.append((len(out), (dst, port, attempt, self._checksum_base(dst))))
+                    native.append((len(out), (dst, port, attempt,
+                                              self._checksum_base(dst, zone), zone)))
                     out.append(((dst, port), 0, 0))
                     continue
-                segment = self.segment(dst, port, attempt)
+                segment = self.segment(dst, port, attempt, zone)
                 sent = clock()
-                self.tcp.sendto(segment, (address, 0))
+                self.tcp.sendto(segment, (bare, 0, 0, zone) if self.v6 else (bare, 0))
                 out.append(((dst, port), sent, 0))
             except OSError as err:
                 out.append(((dst, port), clock(), err.errno or 5))
