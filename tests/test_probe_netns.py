@@ -285,3 +285,17 @@ def test_replies_after_the_timeout_are_late_never_samples():
     assert 3 <= final["late"] <= 5 and final["rtt_avg_ns"] is None and not final["up"]
     windows = [r for r in records if r["type"] == "ping" and not r.get("final")]
     assert sum(w["late"] for w in windows) == final["late"]
+
+
+@pytest.mark.parametrize("backend", ["0", "1"])
+def test_tcp_answers_after_the_timeout_are_late_never_samples(backend, monkeypatch):
+    from linkemu import LinkBed
+    # RTT 300 ms, timeout 200 ms: each connect times out, its socket is kept one
+    # more timeout and sees the reset come (a closed port answers), counted late
+    monkeypatch.setenv("PT_ENGINE_PUREPYTHON", backend)
+    with LinkBed(delay_ms=150, jitter_ms=0, loss=0.0, seed=6) as bed:
+        records, final = _ping_across(bed, "--tcp", "2299", "--count", "3",
+                                      "--interval", "0.1", "--timeout", "0.2")
+    assert records[0]["backend"] == ("reference" if backend == "1" else "native")
+    assert (final["port"], final["sent"], final["received"], final["late"]) == (2299, 3, 0, 3)
+    assert final["rtt_avg_ns"] is None and not final["up"]

@@ -30,11 +30,10 @@ the answer's recvfrom (or SO_ERROR) returns.
 from __future__ import annotations
 
 import errno
-import heapq
 import resource
 import select
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from ..errors import ProbeError
@@ -116,8 +115,10 @@ class Loop:
         self.epoll = select.epoll()
         self.flying = 0
         self.stopping = False
-        self._timers: list[tuple[int, int, Probe]] = []
-        self._count = 0
+        # (deadline, probe) in time order, as every probe has the one timeout: the
+        # probes in flight, and the timed-out connects that wait for a late handshake
+        self._flights: deque[tuple[int, Probe]] = deque()
+        self._lingers: deque[tuple[int, Probe]] = deque()
         self._tcp: dict[int, Probe] = {}                 # fd -> probe
         self._batch: list[Probe] = []                    # TCP probes of this turn
         self._connector = None
@@ -191,10 +192,10 @@ class Loop:
                                                            is None)):
                     if not self._tcp and not room:
                         return
-                deadlines = [t for t in (wait_until, self._timers[0][0] if self._timers
-                                         else None) if t is not None]
-                if self.flying >= self.concurrency and self._timers:
-                    deadlines = [self._timers[0][0]]
+                timer = self._next_timer()
+                deadlines = [t for t in (wait_until, timer) if t is not None]
+                if self.flying >= self.concurrency and timer is not None:
+                    deadlines = [timer]
                 timeout = 0.0 if room else max(0.0, (min(deadlines) - clock()) / 1e9) \
                     if deadlines else 1.0
                 for fd, events in self.epoll.poll(timeout):
@@ -218,8 +219,11 @@ class Loop:
             self._batch.append(probe)        # TCP: sent as a batch (_send_syns, _connect)
 
     def _timer(self, probe: Probe, at: int) -> None:
-        self._count += 1
-        heapq.heappush(self._timers, (at, self._count, probe))
+        self._flights.append((at, probe))
+
+    def _next_timer(self) -> int | None:
+        heads = [q[0][0] for q in (self._flights, self._lingers) if q]
+        return min(heads) if heads else None
 
     def _send_icmp(self, probe: Probe) -> None:
         sock = self.open_icmp(probe.family)
@@ -335,17 +339,21 @@ class Loop:
         self.schedule.done(probe, outcome, rtt_ns if outcome != "timeout" else None, end_ns)
 
     def _expire(self, now: int) -> None:
-        while self._timers and self._timers[0][0] <= now:
-            at, _, probe = heapq.heappop(self._timers)
-            if probe.state == "flying":
-                if probe.key is not None:
-                    self._waiting.pop(probe.key, None)
-                    self._finish(probe, "timeout", None, at)
-                    self._remember(probe.key, probe)
-                else:
-                    self._finish(probe, "timeout", None, at)
-                    self._timer(probe, at + self.timeout_ns)     # a late handshake
-            elif probe.state == "expired" and probe.fd >= 0:
+        flights, lingers = self._flights, self._lingers
+        while flights and flights[0][0] <= now:
+            at, probe = flights.popleft()
+            if probe.state != "flying":
+                continue                         # answered in time
+            if probe.key is not None:
+                self._waiting.pop(probe.key, None)
+                self._finish(probe, "timeout", None, at)
+                self._remember(probe.key, probe)
+            else:
+                self._finish(probe, "timeout", None, at)
+                lingers.append((at + self.timeout_ns, probe))     # a late handshake
+        while lingers and lingers[0][0] <= now:
+            _, probe = lingers.popleft()
+            if probe.state == "expired" and probe.fd >= 0:
                 self._close(probe)
 
     def _close(self, probe: Probe) -> None:
