@@ -53,6 +53,10 @@ def _extensions():
         Extension("pt_engine._core", ["ext/_core.pyx"], libraries=["pcap"], **flags),
         # The TCP quality counter (docs/quality-rules.md); needs no libpcap.
         Extension("pt_engine._quality", ["ext/quality.pyx"], **flags),
+        # TCP connect probes in batches (pt_engine.probe.connect); needs no libpcap.
+        Extension("pt_engine._connect", ["ext/connect.pyx"], **flags),
+        # the SYNs of scan --syn and their answers (pt_engine.probe.syn).
+        Extension("pt_engine._syn", ["ext/syn.pyx"], **flags),
     ]
     directives = {"linetrace": True} if DEBUG else {}
     return cythonize(exts, include_path=[os.path.join(ROOT, "ext")],

@@ -9,6 +9,8 @@ namespace:
 * a full TCP connect scan of the server, ports 1-65535, rate limit off:
   ``pt-engine scan --ports 1-65535 --rate 0`` against
   ``nmap -sT -p- -T5 -n``; the open ports must be the same (the listeners');
+* the same as a half-open SYN scan: ``pt-engine scan --syn`` against
+  ``nmap -sS -p- -T5 -n`` (both as root);
 * a sweep of the /24: ``pt-engine ping 198.18.1.0/24 --timeout 0.5`` (at its
   default 100 probes/s, fping's default pace, and at --rate 0) against
   ``fping -g -r 1 -t 500 -a``; the live addresses must be the same (the 5).
@@ -16,6 +18,10 @@ namespace:
 Then on loopback, the timing overhead: ``ping -c N -i 0.01`` against
 ``pt-engine ping --count N --interval 0.01`` to 127.0.0.1 (avg and p50 RTT).
 Wall times include each tool's start-up; median and spread over the rounds.
+The tools of a case take turns round by round (not all rounds of one, then
+the next), so that a change in the machine's load falls on all of them; each
+round's ratio to the case's peer (its last tool) is kept, and their median
+given too.
 """
 from __future__ import annotations
 
@@ -113,6 +119,11 @@ CASES = {
         "pt-engine": (_engine("scan", SERVER, "--ports", "1-65535", "--rate", "0"), _scan_pt),
         "nmap -sT -p- -T5 -n": (["nmap", "-sT", "-p-", "-T5", "-n", "-oG", "-", SERVER],
                                 _scan_nmap)},
+    "syn scan 1-65535": {
+        "pt-engine --syn": (_engine("scan", SERVER, "--ports", "1-65535", "--rate", "0",
+                                    "--syn"), _scan_pt),
+        "nmap -sS -p- -T5 -n": (["nmap", "-sS", "-p-", "-T5", "-n", "-oG", "-", SERVER],
+                                _scan_nmap)},
     "sweep /24": {
         "pt-engine (rate 100)": (_engine("ping", f"{NET}.0/24", "--timeout", "0.5"),
                                  _sweep_pt),
@@ -121,7 +132,7 @@ CASES = {
         "fping -g -r 1 -t 500": (["fping", "-g", "-r", "1", "-t", "500", "-a", f"{NET}.0/24"],
                                  _sweep_fping)},
 }
-WANT = {"scan 1-65535": OPEN, "sweep /24": sorted(LIVE)}
+WANT = {"scan 1-65535": OPEN, "syn scan 1-65535": OPEN, "sweep /24": sorted(LIVE)}
 
 
 def _loopback(count: int) -> dict:
@@ -151,17 +162,21 @@ def main(argv: list[str]) -> int:
     try:
         listener = _bed()
         for case, tools in CASES.items():
-            for tool, (cmd, parse) in tools.items():
-                times = []
-                for _ in range(args.rounds):
+            times: dict[str, list[float]] = {tool: [] for tool in tools}
+            for _ in range(args.rounds):
+                for tool, (cmd, parse) in tools.items():
                     took, out = _timed(cmd)
                     got = parse(out)
                     if got != WANT[case]:
                         raise RuntimeError(f"{case}: {tool} found {got}, not {WANT[case]}")
-                    times.append(took)
+                    times[tool].append(took)
+            peer = list(tools)[-1]
+            for tool, seconds in times.items():
                 result["cases"].setdefault(case, {})[tool] = {
-                    "median_s": statistics.median(times), "min_s": min(times),
-                    "max_s": max(times), "found": len(WANT[case])}
+                    "median_s": statistics.median(seconds), "min_s": min(seconds),
+                    "max_s": max(seconds), "found": len(WANT[case]), "times_s": seconds,
+                    "ratio_to_peer_median": statistics.median(
+                        t / p for t, p in zip(seconds, times[peer]))}
         result["loopback"] = _loopback(args.loopback_count)
     except RuntimeError as err:
         print(f"benchmarks probe: error: {err}", file=sys.stderr)
@@ -175,7 +190,8 @@ def main(argv: list[str]) -> int:
         print(f"{case}  (identical results: {WANT[case]})")
         for tool, t in tools.items():
             print(f"  {tool:<24} median {t['median_s']:7.3f} s  "
-                  f"[{t['min_s']:.3f} .. {t['max_s']:.3f}]")
+                  f"[{t['min_s']:.3f} .. {t['max_s']:.3f}]  "
+                  f"x{t['ratio_to_peer_median']:.2f} of the last")
     lb = result["loopback"]
     print(f"loopback, {lb['count']} echoes: ping avg {lb['ping_avg_ms']:.3f} ms (min "
           f"{lb['ping_min_ms']:.3f}); pt-engine avg {lb['pt_avg_ms']:.3f} ms, p50 "

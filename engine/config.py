@@ -49,22 +49,29 @@ class PortSpec:
             raise ConfigError(f"--ports {bad}") from None
 
 
-def _port_mask(text: str) -> numpy.ndarray:
-    import numpy as np
-    mask = np.zeros(65536, dtype=bool)
+def _port_ranges(text: str) -> list[tuple[int, int]]:
+    """The inclusive (low, high) ranges of a port list, as written; raises _Bad."""
+    ranges = []
     for part in text.split(","):
         item = part.strip()
         if not item:
             raise _Bad(f"{text!r}: empty element")
         if not item[:1].isdigit():       # a name from /etc/services: ssh, https, http-alt
             lo = hi = _service(item, text)
-            mask[lo] = True
-            continue
-        lo_text, sep, hi_text = item.partition("-")
-        lo = _port(lo_text, text)
-        hi = _port(hi_text, text) if sep else lo
-        if hi < lo:
-            raise _Bad(f"{text!r}: range {item!r} runs backwards")
+        else:
+            lo_text, sep, hi_text = item.partition("-")
+            lo = _port(lo_text, text)
+            hi = _port(hi_text, text) if sep else lo
+            if hi < lo:
+                raise _Bad(f"{text!r}: range {item!r} runs backwards")
+        ranges.append((lo, hi))
+    return ranges
+
+
+def _port_mask(text: str) -> numpy.ndarray:
+    import numpy as np
+    mask = np.zeros(65536, dtype=bool)
+    for lo, hi in _port_ranges(text):
         mask[lo:hi + 1] = True
     return mask
 
@@ -226,16 +233,16 @@ def port_list(text: str, flag: str) -> list[int]:
     """The ports of a --ports / --tcp spec for probing (22,80,https,8000-8100), in
     ascending order; port 0 cannot be connected to. Raises ConfigError naming `flag`."""
     try:
-        mask = _port_mask(text)
+        ranges = _port_ranges(text)
     except _Bad as bad:
         raise ConfigError(f"{flag} {bad}") from None
-    if mask[0]:
+    if any(lo == 0 for lo, _ in ranges):
         raise ConfigError(f"{flag} {text!r}: port 0 cannot be probed; ports are 1-65535")
-    return [int(port) for port in mask.nonzero()[0]]
+    return sorted(set().union(*(range(lo, hi + 1) for lo, hi in ranges)))
 
 
 def _probe_ports(value) -> str:
-    _port_mask(_text(value))
+    _port_ranges(_text(value))       # without numpy: a probe run starts quickly
     return value
 
 
@@ -394,6 +401,15 @@ class PingRule(_Threshold):
         return ipaddress.ip_address(target) in ipaddress.ip_network(self.target,
                                                                    strict=False)
 
+    def text(self) -> str:
+        """The rule in --alert syntax, without its name (a config-file rule's default name)."""
+        parts = [f"ping:{self.target}:{self.metric}{self.op}{self.limit:g}"]
+        if self.for_windows != 1:
+            parts.append(f"for={self.for_windows}")
+        if self.clear_ratio != 0.8:
+            parts.append(f"clear={self.clear_ratio:g}")
+        return ":".join(parts)
+
     def value(self, record: dict) -> float | None:
         """The metric of a ping record in the rule's unit (None: no RTT in it)."""
         key, factor = PING_METRICS[self.metric]
@@ -512,6 +528,15 @@ _PING_FIELDS = {"name": _text, "target": _ping_target,
                 "metric": _choice(*PING_METRICS), "limit": _ping_limit,
                 "for_windows": _for_windows, "clear_ratio": _clear_ratio,
                 "op": _choice(">", "<")}
+
+
+def _ping_rule(checked: dict) -> PingRule:
+    """A PingRule from checked fields (a config table); raises _Bad for a missing one."""
+    for key in ("metric", "limit"):
+        if key not in checked:
+            raise _Bad(f"missing key {key!r}")
+    rule = PingRule(**{"name": "", **checked})
+    return rule if rule.name else replace(rule, name=rule.text())
 
 
 def _rule(checked: dict) -> AlertRule:
@@ -817,29 +842,57 @@ def load_config(path: str) -> ConfigFile:
     return ConfigFile(path, values)
 
 
-def _alert_tables(value, fail) -> tuple[AlertRule, ...]:
+def _alert_tables(value, fail) -> tuple[AlertRule | PingRule, ...]:
+    """The [[alert]] tables: a rate or quality rule by its keys (_RULE_FIELDS), a ping
+    rule by its keys (_PING_FIELDS: a table with ``target``), or either as its --alert
+    text under ``rule`` (``rule = "ping:*:rtt_ms>50:for=3"``)."""
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
         raise fail(("alert",), "write alert rules as [[alert]] tables")
-    rules: dict[str, AlertRule] = {}
+    rules: dict[str, AlertRule | PingRule] = {}
     for number, table in enumerate(value, 1):
-        checked = {}
-        for key, item in table.items():
-            if key not in _RULE_FIELDS:
-                raise fail(("alert", number, key),
-                           f"unknown key; the keys are {', '.join(_RULE_FIELDS)}")
+        if "rule" in table:
+            rule = _text_rule(table, number, fail)
+        else:
+            ping = "target" in table
+            fields = _PING_FIELDS if ping else _RULE_FIELDS
+            checked = {}
+            for key, item in table.items():
+                if key not in fields:
+                    kind = ("; a ping rule's (a table with target) are "
+                            if ping else "; the keys are ")
+                    raise fail(("alert", number, key),
+                               f"unknown key{kind}{', '.join(fields)} (or rule alone)")
+                try:
+                    checked[key] = fields[key](item)
+                except _Bad as bad:
+                    raise fail(("alert", number, key), str(bad)) from None
             try:
-                checked[key] = _RULE_FIELDS[key](item)
+                rule = _ping_rule(checked) if ping else _rule(checked)
             except _Bad as bad:
-                raise fail(("alert", number, key), str(bad)) from None
-        try:
-            rule = _rule(checked)
-        except _Bad as bad:
-            raise fail(("alert", number), str(bad)) from None
+                raise fail(("alert", number), str(bad)) from None
         if rule.name in rules:
             raise fail(("alert", number, "name") if "name" in table else ("alert", number),
                        f"another rule is named {rule.name!r}")
         rules[rule.name] = rule
     return tuple(rules.values())
+
+
+def _text_rule(table: dict, number: int, fail) -> AlertRule | PingRule:
+    """An [[alert]] table ``rule = "TEXT"``: the --alert rule TEXT, checked as --alert
+    checks it (its errors without the --alert prefix, at the key)."""
+    others = sorted(set(table) - {"rule"})
+    if others:
+        raise fail(("alert", number, others[0]), "a table with rule has no other key: "
+                   "give the options in the rule's text (:for=N:clear=R:name=NAME)")
+    text = table["rule"]
+    if not isinstance(text, str):
+        raise fail(("alert", number, "rule"), f"{text!r} is not a rule text such as "
+                   f"\"ping:*:loss_ratio>0.05\"")
+    try:
+        return parse_alert(text)
+    except ConfigError as err:
+        raise fail(("alert", number, "rule"),
+                   str(err).removeprefix(f"--alert {text!r}: ")) from None
 
 
 # --- where keys are in the file ----------------------------------------------------------

@@ -299,6 +299,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("scan_ports", ("--ports",), "the TCP ports to scan, e.g. 22,80,https,8000-8100 or "
         "1-65535 (required)", ("scan",), metavar="SPEC", check=config.check_probe_ports,
         toml=False),
+    Opt("syn", ("--syn",), "a half-open SYN scan from raw sockets (root only): a SYN "
+        "per port, open on a SYN/ACK (the kernel's reset then closes it), closed on a "
+        "reset, filtered on no answer or an ICMP unreachable; faster than the connect scan "
+        "and no connection is made", ("scan",), switch=True, default=False, toml=False),
     Opt("retries", ("--retries",), "probes again a port that did not answer, N times, "
         "before it is filtered (default %(default)s)", ("scan",), default=1, metavar="N",
         arg_type=whole_number, check=config.check_retries, toml=False),

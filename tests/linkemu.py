@@ -9,7 +9,8 @@ known impairment (this kernel has no netem).
 The two ends share one subnet; the middle namespace has no addresses and
 forwards whole Ethernet frames between its two veths with AF_PACKET sockets
 (this file, run as a program there). IPv4 frames are delayed by D ± J
-(uniform) and dropped with probability P, each direction on its own seeded
+(uniform), dropped with probability P and sent twice with probability U
+(the copy right after the frame), each direction on its own seeded
 generator; everything else (ARP) passes at once, so that the hosts find each
 other whatever the impairment. Offloads (TSO, GSO, GRO, transmit checksums)
 are off on every veth: a frame is what the wire would carry, with its
@@ -20,7 +21,7 @@ checksum computed, so that the emulator can send it again as it is.
         bed.stats()                        # what the emulator forwarded and dropped
 
 Run as a program (in the middle namespace):
-    python linkemu.py A B DELAY_NS JITTER_NS LOSS SEED STATS_PATH
+    python linkemu.py A B DELAY_NS JITTER_NS LOSS SEED STATS_PATH [DUPLICATE]
 It writes its counters as JSON to STATS_PATH on SIGUSR1 and when it ends
 (SIGTERM).
 """
@@ -46,7 +47,7 @@ class LinkBed(netns.NamespaceBed):
     """Three namespaces joined through the emulator; see the module docstring."""
 
     def __init__(self, delay_ms: float = 0.0, jitter_ms: float = 0.0, loss: float = 0.0,
-                 seed: int = 1):
+                 seed: int = 1, duplicate: float = 0.0):
         tag = uuid.uuid4().hex[:6]
         self.client_ns, self.middle_ns, self.server_ns = (f"pte{tag}{x}" for x in "cms")
         self.client_if, self.server_if = f"c0{tag}", f"s0{tag}"
@@ -57,6 +58,7 @@ class LinkBed(netns.NamespaceBed):
         self.delay_ns = int(delay_ms * 1e6)
         self.jitter_ns = int(jitter_ms * 1e6)
         self.loss = loss
+        self.duplicate = duplicate
         self.seed = seed
         self._stats_path = f"/tmp/linkemu-{tag}.json"
         self._emulator: subprocess.Popen | None = None
@@ -82,7 +84,7 @@ class LinkBed(netns.NamespaceBed):
         self._emulator = subprocess.Popen(
             ["ip", "netns", "exec", self.middle_ns, sys.executable, _HERE, self._ma, self._mb,
              str(self.delay_ns), str(self.jitter_ns), repr(self.loss), str(self.seed),
-             self._stats_path], stdout=subprocess.DEVNULL)
+             self._stats_path, repr(self.duplicate)], stdout=subprocess.DEVNULL)
         self._wait_stats()              # the emulator is up once it has written them
 
     def exec(self, ns: str, argv: list[str], **popen_kw) -> subprocess.Popen:
@@ -92,7 +94,7 @@ class LinkBed(netns.NamespaceBed):
     def stats(self) -> dict:
         """The emulator's counters now: per direction ("a_to_b" is client to
         server), frames forwarded, frames dropped, and of them TCP frames with
-        payload."""
+        payload, frames delayed and of them sent twice."""
         os.unlink(self._stats_path)
         self._emulator.send_signal(signal.SIGUSR1)
         return self._wait_stats()
@@ -138,7 +140,7 @@ def _tcp_payload(frame: bytes) -> bool:
 
 
 def emulate(a: str, b: str, delay_ns: int, jitter_ns: int, loss: float, seed: int,
-            stats_path: str) -> None:
+            stats_path: str, duplicate: float = 0.0) -> None:
     import heapq
     import random
     import select
@@ -153,8 +155,8 @@ def emulate(a: str, b: str, delay_ns: int, jitter_ns: int, loss: float, seed: in
         socks.append(s)
     names = ("a_to_b", "b_to_a")
     rngs = [random.Random(seed * 2 + i) for i in range(2)]
-    stats = {n: {"forwarded": 0, "dropped": 0, "dropped_data": 0, "delayed": 0}
-             for n in names}
+    stats = {n: {"forwarded": 0, "dropped": 0, "dropped_data": 0, "delayed": 0,
+                 "duplicated": 0} for n in names}
     queue: list = []            # (due_ns, order, out socket index, frame)
     order = 0
     state = {"dump": True, "stop": False}
@@ -206,11 +208,15 @@ def emulate(a: str, b: str, delay_ns: int, jitter_ns: int, loss: float, seed: in
                     continue
                 wait = delay_ns + (rng.randint(-jitter_ns, jitter_ns) if jitter_ns else 0)
                 d["delayed"] += 1
-                order += 1
-                heapq.heappush(queue, (time.monotonic_ns() + max(0, wait), order, 1 - i, frame))
+                due = time.monotonic_ns() + max(0, wait)
+                for _copy in range(2 if duplicate and rng.random() < duplicate else 1):
+                    d["duplicated"] += _copy
+                    order += 1
+                    heapq.heappush(queue, (due, order, 1 - i, frame))
     dump()
 
 
 if __name__ == "__main__":
     a, b, delay, jitter, loss, seed, path = sys.argv[1:8]
-    emulate(a, b, int(delay), int(jitter), float(loss), int(seed), path)
+    emulate(a, b, int(delay), int(jitter), float(loss), int(seed), path,
+            float(sys.argv[8]) if len(sys.argv) > 8 else 0.0)

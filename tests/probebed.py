@@ -1,6 +1,7 @@
 """Two network namespaces joined by a veth pair, for `ping` and `scan` tests:
 a client namespace (where pt-engine runs) and a server namespace with TCP
-listeners on known ports, ports dropped by an nftables filter, and extra
+listeners on known ports, ports dropped by an nftables filter (no answer),
+ports rejected by it (an ICMP administratively-prohibited answer), and extra
 addresses for a sweep. Test-bed addresses only: 198.18.0.0/24 (RFC 2544's
 benchmarking range) and 2001:db8::/64 (RFC 3849's documentation prefix),
 inside the namespaces, never on the host.
@@ -11,6 +12,7 @@ inside the namespaces, never on the host.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -50,7 +52,7 @@ class ProbeBed(netns.NamespaceBed):
     """client ns (198.18.0.1, 2001:db8::1) <-> server ns (198.18.0.2, 2001:db8::2 and
     198.18.0.N for each N of `extra`)."""
 
-    def __init__(self, open_ports=(), dropped_ports=(), extra=()):
+    def __init__(self, open_ports=(), dropped_ports=(), extra=(), rejected_ports=()):
         tag = uuid.uuid4().hex[:6]
         self.client_ns, self.server_ns = f"ptpc{tag}", f"ptps{tag}"
         self._cif, self._sif = f"pc{tag}", f"ps{tag}"
@@ -58,6 +60,7 @@ class ProbeBed(netns.NamespaceBed):
         self.client_addr6, self.server_addr6 = "2001:db8::1", "2001:db8::2"
         self.extra = [f"198.18.0.{n}" for n in extra]
         self.open_ports, self.dropped_ports = list(open_ports), list(dropped_ports)
+        self.rejected_ports = list(rejected_ports)
         self._listener: subprocess.Popen | None = None
         self.namespaces = (self.client_ns, self.server_ns)
 
@@ -77,10 +80,13 @@ class ProbeBed(netns.NamespaceBed):
             run("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.accept_dad=0")
             run("ip", "-n", ns, "link", "set", dev, "up")
         self._wait_reachable()
-        if self.dropped_ports:
-            ports = ", ".join(map(str, self.dropped_ports))
+        if self.dropped_ports or self.rejected_ports:
+            verdicts = ((self.dropped_ports, "drop"),
+                        (self.rejected_ports, "reject with icmpx type admin-prohibited"))
+            lines = "".join(f"  tcp dport {{ {', '.join(map(str, ports))} }} {verdict}\n"
+                            for ports, verdict in verdicts if ports)
             rules = ("table inet ptfilter {\n chain input {\n  type filter hook input "
-                     f"priority 0;\n  tcp dport {{ {ports} }} drop\n }}\n}}\n")
+                     f"priority 0;\n{lines} }}\n}}\n")
             subprocess.run(["ip", "netns", "exec", self.server_ns, "nft", "-f", "-"],
                            input=rules.encode(), check=True, capture_output=True)
         if self.open_ports:
@@ -100,11 +106,14 @@ class ProbeBed(netns.NamespaceBed):
             else:
                 raise RuntimeError(f"{addr} does not answer in the test bed")
 
-    def run_engine(self, argv: list[str], timeout: float = 120) -> tuple[int, list[dict], str]:
-        """pt-engine in the client namespace with JSON output: (status, records, stderr)."""
+    def run_engine(self, argv: list[str], timeout: float = 120,
+                   env: dict | None = None) -> tuple[int, list[dict], str]:
+        """pt-engine in the client namespace with JSON output: (status, records, stderr);
+        `env`: variables to add to its environment."""
         proc = subprocess.run(["ip", "netns", "exec", self.client_ns, sys.executable, "-m",
                                "pt_engine", *argv, "--format", "json"],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout,
+                              env=None if env is None else {**os.environ, **env})
         records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
         return proc.returncode, records, proc.stderr
 

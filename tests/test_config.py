@@ -301,6 +301,28 @@ limit = 1
      "config.toml line 1: alert[2].metric: 'bits' is not one of"),
     ('on_alert = """\nworkers = 1\n"""\nworkers = 0\n', "config.toml line 4: workers: 0: choose"),
     ('"workers" = 0\n', "config.toml line 1: workers: 0: choose 1 to 64"),
+    # ping rules: as --alert text under rule, or as a table with target
+    ('[[alert]]\nrule = "ping:*:rtt>5"\n',
+     "config.toml line 2: alert[1].rule: metric: 'rtt' is not one of loss_ratio, rtt_ms"),
+    ('[[alert]]\nrule = "ping:*:loss_ratio>0.1:every=2"\n',
+     "line 2: alert[1].rule: unknown option 'every=2'; the options are for=N, clear=R"),
+    ('[[alert]]\nrule = "ping:*>5"\n', "line 2: alert[1].rule: write a ping rule as "
+     "ping:TARGET:METRIC>LIMIT"),
+    ('[[alert]]\nrule = 5\n', "line 2: alert[1].rule: 5 is not a rule text such as"),
+    ('[[alert]]\nrule = "ping:*:loss_ratio>0.1"\nfor_windows = 2\n',
+     "line 3: alert[1].for_windows: a table with rule has no other key"),
+    ('[[alert]]\ntarget = "198.51.100.300"\nmetric = "rtt_ms"\nlimit = 50\n',
+     "line 2: alert[1].target: '198.51.100.300' is not *, an address or a range"),
+    ('[[alert]]\ntarget = "*"\nmetric = "bytes_per_s"\nlimit = 50\n',
+     "line 3: alert[1].metric: 'bytes_per_s' is not one of loss_ratio, rtt_ms"),
+    ('[[alert]]\ntarget = "*"\nmetric = "rtt_ms"\nlimit = 50\nscope = "sum"\n',
+     "line 5: alert[1].scope: unknown key; a ping rule's (a table with target) are name, "
+     "target, metric"),
+    ('[[alert]]\ntarget = "*"\nmetric = "rtt_ms"\n', "line 1: alert[1]: missing key 'limit'"),
+    ('[[alert]]\ntarget = "*"\nmetric = "rtt_ms"\nlimit = -1\n',
+     "line 4: alert[1].limit: -1 is not a positive number"),
+    ('[[alert]]\nrule = "ping:*:rtt_ms>50"\n[[alert]]\ntarget = "*"\nmetric = "rtt_ms"\n'
+     'limit = 50\n', "line 3: alert[2]: another rule is named 'ping:*:rtt_ms>50'"),
 ])
 def test_bad_key_or_value_names_key_file_and_line(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -309,6 +331,68 @@ def test_bad_key_or_value_names_key_file_and_line(tmp_path, text, message):
     err = one_line_error(proc)
     assert str(tmp_path) in err and message in err, err
     assert proc.stdout == b""
+
+
+PING_RULES = '''\
+[[alert]]
+rule = "ping:*:loss_ratio>0.05"
+
+[[alert]]
+rule = "tcp:443:in:bytes_per_s>10M:for=3"
+
+[[alert]]
+target = "192.0.2.0/24"
+metric = "rtt_ms"
+limit = 50
+for_windows = 3
+
+[[alert]]
+name = "slow-v6"
+target = "2001:db8::1"
+metric = "rtt_p95_ms"
+limit = "2k"
+op = "<"
+clear_ratio = 0.5
+'''
+
+
+def test_config_ping_rules_are_the_alert_options_rules(tmp_path):
+    rules = load_config(str(write(tmp_path, PING_RULES))).alerts
+    assert rules == parse_alerts(["ping:*:loss_ratio>0.05", "tcp:443:in:bytes_per_s>10M:for=3",
+                                  "ping:192.0.2.0/24:rtt_ms>50:for=3",
+                                  "ping:2001:db8::1:rtt_p95_ms<2k:clear=0.5:name=slow-v6"])
+    assert [r.name for r in rules] == ["ping:*:loss_ratio>0.05",
+                                       "tcp:443:in:bytes_per_s>10M:for=3",
+                                       "ping:192.0.2.0/24:rtt_ms>50:for=3", "slow-v6"]
+
+
+def test_ping_alerts_from_the_config_file_fire(tmp_path):
+    import json
+    import socket
+    with socket.socket() as s:                  # a closed loopback port: resets at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write(tmp_path, '[[alert]]\nname = "any-rtt"\ntarget = "127.0.0.0/8"\n'
+                           'metric = "rtt_ms"\nlimit = 0\nfor_windows = 2\n'
+                           '[[alert]]\nrule = "ping:192.0.2.0/24:loss_ratio>0:name=elsewhere"\n')
+    proc = run_cli("ping", "127.0.0.1", "--tcp", str(port), "--count", "3", "--interval",
+                   "0.01", "--format", "json", "--config", str(path))
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    windows = [r for r in records if r["type"] == "ping" and not r.get("final")]
+    alerts = [r for r in records if r["type"] == "alert"]
+    assert len(windows) == 3 and all(w["received"] == 1 for w in windows)
+    # the second window over the limit fires the rule; the other rule's range is not probed
+    assert [(a["rule"], a["target"], a["windows_over"]) for a in alerts] == [
+        ("any-rtt", "127.0.0.1", 2)]
+    assert alerts[0]["window_start_ns"] == windows[1]["window_start_ns"]
+    # --alert replaces the file's rules
+    proc = run_cli("ping", "127.0.0.1", "--tcp", str(port), "--count", "3", "--interval",
+                   "0.01", "--format", "json", "--config", str(path), "--alert",
+                   "ping:*:loss_ratio>0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["type"] for line in proc.stdout.decode().splitlines()] == [
+        "hello", "ping", "ping", "ping", "ping"]
 
 
 def test_lines_skip_multi_line_values_and_count_array_tables():

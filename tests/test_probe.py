@@ -22,9 +22,10 @@ from pt_engine.probe.table import TableSink
 from pt_engine.probe.targets import parse_targets
 
 
-def _engine(*argv, timeout=120) -> subprocess.CompletedProcess:
+def _engine(*argv, timeout=120, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pt_engine", *argv], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 # --- refusals: one line, exit 2 -----------------------------------------------------
@@ -197,18 +198,31 @@ def test_tables_for_a_terminal(tmp_path):
 
 # --- loopback ---------------------------------------------------------------------------
 
-def test_scan_of_loopback_finds_a_listening_socket():
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_scan_of_loopback_finds_a_listening_socket(backend):
+    # the native connector (ext/connect.pyx) and its Python twin; 200 ports with
+    # --concurrency 7: batches, reused sockets and places freed at once
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        proc = _engine("scan", "127.0.0.1", "--ports", f"{port - 2}-{port + 2}", "--rate",
-                       "0", "--format", "json")
+        ports = range(max(1, port - 100), min(65535, port + 100))
+        proc = _engine("scan", "127.0.0.1", "--ports", f"{ports[0]}-{ports[-1]}", "--rate",
+                       "0", "--concurrency", "7", "--format", "json",
+                       env={"PT_ENGINE_PUREPYTHON": "1" if backend == "reference" else "0"})
     assert proc.returncode == 0, proc.stderr
     hello, record = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert hello["command"] == "scan" and hello["ports"] == list(range(port - 2, port + 3))
+    assert hello["command"] == "scan" and hello["ports"] == list(ports)
+    assert hello["backend"] == backend
+    # another run's listener may sit in the range: the kernel's list is the truth
+    listening = {port}
+    for line in subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout \
+            .splitlines():
+        address, _, number = line.split()[3].rpartition(":")
+        if address in ("0.0.0.0", "127.0.0.1", "*", "[::]", "[::ffff:127.0.0.1]"):
+            listening.add(int(number))
     assert {p["port"]: p["state"] for p in record["ports"]} == {
-        p: ("open" if p == port else "closed") for p in range(port - 2, port + 3)}
+        p: ("open" if p in listening else "closed") for p in ports}
 
 
 ICMP = os.geteuid() == 0 or open("/proc/sys/net/ipv4/ping_group_range").read().split()[0] \
@@ -226,3 +240,96 @@ def test_icmp_ping_of_loopback_v4_and_v6_counts_every_reply():
         assert (r["sent"], r["received"], r["loss_ratio"], r["late"]) == (5, 5, 0.0, 0)
         assert 0 < r["rtt_min_ns"] <= r["rtt_p50_ns"] <= r["rtt_p95_ns"] <= r["rtt_max_ns"]
     assert [r.get("final", False) for r in records[1:]] == [False, False, True, True]
+
+
+# --- scan --syn -------------------------------------------------------------------------
+
+ROOT = os.geteuid() == 0
+
+
+def test_syn_scan_without_root_is_one_line_and_exit_2(monkeypatch, capsys):
+    from pt_engine.probe import command
+    monkeypatch.setattr(command.os, "geteuid", lambda: 1000)
+    assert main(["scan", "127.0.0.1", "--ports", "22", "--syn", "--format", "json"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "scan --syn needs root" in lines[0], captured.err
+    assert captured.out == ""
+    # the dry run sends nothing: it needs no root
+    assert main(["scan", "127.0.0.1", "--ports", "22", "--syn", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        "1 target(s), 1 port(s) each: 1 probes (up to 2 with retries), TCP SYN (half-open)"
+
+
+def _ipv4(src: bytes, dst: bytes, proto: int, payload: bytes) -> bytes:
+    import struct
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0,
+                       src, dst) + payload
+
+
+@pytest.mark.skipif(not ROOT, reason="raw sockets need root")
+def test_syn_cookies_match_only_answers_to_their_own_syn():
+    import struct
+    from pt_engine.probe.syn import SynSocket, _words, fold
+    sock = SynSocket(socket.AF_INET)
+    try:
+        lo, target = socket.inet_aton("127.0.0.1"), socket.inet_aton("127.0.0.1")
+        syn = sock.segment(target, 80, 1)
+        sport, dport, seq, ack, offset_flags = struct.unpack_from("!HHIIH", syn)
+        assert (sport, dport, ack, offset_flags & 0x3F) == (sock.port, 80, 0, 0x02)
+        assert seq & 0xF == 1 and seq == sock.cookie(target, 80, 1)
+        assert sock.cookie(target, 81, 1) != seq and sock.cookie(target, 80, 2) != seq
+        for port, attempt in ((1, 0), (80, 1), (65535, 15)):        # the C twin's cookies
+            assert sock.native.cookie(target, port, attempt) == sock.cookie(target, port,
+                                                                            attempt)
+        pseudo = lo + target + struct.pack("!xBH", 6, len(syn))
+        assert fold(_words(pseudo + syn)) == 0          # the checksum is right
+
+        def answer(flags, ack_no, port=80, to=sock.port):
+            tcp = struct.pack("!HHIIBBHHH", port, to, 12345, ack_no, 5 << 4, flags, 1024, 0, 0)
+            return _ipv4(target, lo, 6, tcp)
+        parse = sock._tcp_answer
+        assert parse(answer(0x12, seq + 1), None) == ((target, 80), 1, "reply")
+        assert parse(answer(0x14, seq + 1), None) == ((target, 80), 1, "refused")
+        assert parse(answer(0x12, seq + 2), None) is None             # not our cookie
+        assert parse(answer(0x12, seq + 1, port=81), None) is None    # another port's
+        assert parse(answer(0x12, seq + 1, to=sock.port ^ 1), None) is None
+        assert parse(answer(0x02, seq + 1), None) is None             # no ACK: not an answer
+        quoted = _ipv4(lo, target, 6, syn[:8])
+        unreachable = struct.pack("!BBHI", 3, 13, 0, 0) + quoted
+        assert sock._icmp_answer(_ipv4(target, lo, 1, unreachable), None) == \
+            ((target, 80), 1, "unreachable")
+        forged = struct.pack("!BBHI", 3, 13, 0, 0) + _ipv4(lo, target, 6, syn[:4] +
+                                                            struct.pack("!I", seq ^ 0x100))
+        assert sock._icmp_answer(_ipv4(target, lo, 1, forged), None) is None
+    finally:
+        sock.close()
+
+
+def test_siphash_is_the_reference_one():
+    from pt_engine.probe.syn import siphash24
+    key = bytes(range(16))         # the paper's test vector, and the empty message's
+    assert siphash24(key, bytes(range(15))) == 0xa129ca6149be45e5
+    assert siphash24(key, b"") == 0x726fdb47dd0e0e31
+
+
+@pytest.mark.skipif(not ROOT, reason="scan --syn needs root")
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_syn_scan_of_loopback_v4_and_v6(backend):
+    with socket.socket(socket.AF_INET6) as server:
+        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        server.bind(("::", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        proc = _engine("scan", "127.0.0.1", "::1", "--ports", f"{port - 2}-{port + 2}",
+                       "--syn", "--rate", "0", "--format", "json",
+                       env={"PT_ENGINE_PUREPYTHON": "1" if backend == "reference" else "0"})
+    assert proc.returncode == 0, proc.stderr
+    hello, *records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert hello["method"] == "tcp-syn" and [r["target"] for r in records] == ["127.0.0.1",
+                                                                               "::1"]
+    assert hello["backend"] == backend
+    for record in records:
+        assert {p["port"]: p["state"] for p in record["ports"]} == {
+            p: ("open" if p == port else "closed") for p in range(port - 2, port + 3)}
+        assert all(p["rtt_ns"] > 0 for p in record["ports"])

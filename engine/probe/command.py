@@ -12,6 +12,7 @@ count on stdout and sends nothing.
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -44,7 +45,7 @@ def _describe(command: str, opts, targets, ports, rounds: int) -> tuple[str, str
         most = per_round * (1 + opts.retries)
         count = f"{per_round} probes" + (f" (up to {most} with retries)" if opts.retries
                                           else "")
-        return count, "TCP connect"
+        return count, "TCP SYN (half-open)" if opts.syn else "TCP connect"
     what = f"TCP connect to port {', '.join(map(str, ports))}" if ports != [None] \
         else "ICMP echo"
     if rounds:
@@ -67,6 +68,9 @@ def main(command: str, args, destinations) -> int:
         ports_text = "" if ports == [None] else f", {len(ports)} port(s) each"
         print(f"{len(targets)} target(s){ports_text}: {count}, {what}")
         return 0
+    if command == "scan" and opts.syn and os.geteuid() != 0:
+        raise ConfigError("scan --syn needs root (it sends from raw sockets); leave out "
+                          "--syn for a connect scan, which needs no privileges")
     rate = f"at most {opts.rate:g} probes/s" if opts.rate else "no rate limit"
     log(f"{command}: {len(targets)} target(s) ({' '.join(opts.targets)}), {what}, {count}, "
         f"{rate}, {opts.concurrency} in flight at most, timeout {opts.timeout_ns / 1e9:g} s")
@@ -122,11 +126,18 @@ class _Run:
                                          opts.probe_duration, opts.interval_ns, opts.window,
                                          self.emit, self.wall)
             interval_ns, size = opts.interval_ns, opts.size
-        self.loop = Loop(self.schedule, opts.rate, opts.concurrency, opts.timeout_ns, size)
+        syn = self.command == "scan" and opts.syn
+        self.loop = Loop(self.schedule, opts.rate, opts.concurrency, opts.timeout_ns, size,
+                         syn=syn)
+        families = dict.fromkeys(t.family for t in self.targets)
         if self.ports == [None]:
-            for family in dict.fromkeys(t.family for t in self.targets):
+            for family in families:
                 self.loop.open_icmp(family)
             method = "+".join(self.loop.methods)
+        elif syn:
+            for family in families:           # the raw sockets, before any output
+                self.loop.open_syn(family)
+            method = "tcp-syn"
         else:
             method = "tcp-connect"
         if self.destinations:

@@ -1,4 +1,7 @@
-"""`pt-engine scan`: a TCP connect probe per (target, port), retried, into ``scan`` records.
+"""`pt-engine scan`: a TCP probe per (target, port), retried, into ``scan`` records.
+
+The probe is a connect, or with ``--syn`` a SYN from a raw socket
+(pt_engine.probe.syn); the states are the same either way.
 
 Each port is ``open`` (the handshake completed; the socket is then closed
 with a reset, as nmap -sT does), ``closed`` (a reset: ECONNREFUSED) or

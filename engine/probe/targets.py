@@ -6,7 +6,8 @@ as ``fping -g`` takes them: without the network and broadcast addresses of an
 IPv4 range wider than /31). Refused, with a one-line ConfigError naming the
 target: multicast, unspecified and reserved addresses (``ipaddress`` decides,
 no list of our own), the limited broadcast 255.255.255.255 and the broadcast
-address of any local interface; a range, or a whole run, of more than
+address of any local interface, an IPv6 zone that names no interface here
+(fe80::1%eth9); a range, or a whole run, of more than
 ``max_targets`` addresses (1024 unless ``--max-targets`` says otherwise).
 Loopback, private and link-local addresses are allowed: they are the user's.
 """
@@ -39,6 +40,16 @@ class Target:
     @property
     def family(self) -> int:
         return socket.AF_INET if self.address.version == 4 else socket.AF_INET6
+
+
+@functools.lru_cache(maxsize=4096)
+def split_zone(address: str) -> tuple[str, int]:
+    """An address text without its IPv6 zone (fe80::1%eth0), and the zone's interface
+    index (0: none); raises OSError for a zone that names no interface."""
+    bare, _, zone = address.partition("%")
+    if not zone:
+        return bare, 0
+    return bare, int(zone) if zone.isdigit() else socket.if_nametoindex(zone)
 
 
 def _local_broadcasts() -> set[Address]:
@@ -120,6 +131,11 @@ def parse_targets(texts, max_targets: int = DEFAULT_MAX_TARGETS) -> list[Target]
     for text in texts:
         for address in _expand(text.strip(), max_targets):
             why = refusal(address, broadcasts)
+            try:
+                split_zone(str(address))
+            except OSError:
+                raise ConfigError(f"target {text}: no interface "
+                                  f"{getattr(address, 'scope_id', '')!r} here") from None
             if why is not None:
                 where = f"target {text}" + ("" if str(address) == text else
                                             f": {address}")
