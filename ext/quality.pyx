@@ -158,6 +158,7 @@ ctypedef struct conn_t:         # half[0] carries the data of endpoint 0
     uint64_t key[4]             # endpoint 0's address (2 words), then endpoint 1's
     uint32_t ports              # endpoint 0's port | endpoint 1's port << 16
     uint32_t dirty              # the window (q_t.epoch) it was last listed in
+    uint32_t tag                # its key's hash (the lookup's tag)
     uint8_t version
     uint8_t alive
 
@@ -885,7 +886,7 @@ cdef void evict_oldest(q_t* q) noexcept nogil:
         c = &q.conns[e.conn]
         if c.alive and <uint32_t>c.stamp == e.stamp:
             key_of(c, &k)
-            slot = find(q, &k, <uint32_t>key_hash(&k), &pos)
+            slot = find(q, &k, c.tag, &pos)
             drop(q, slot - 1, pos)
             q.state[S_CONNECTIONS_EVICTED] += 1
             return
@@ -908,6 +909,7 @@ cdef uint32_t create(q_t* q, const key_t* k, uint32_t tag) noexcept nogil:
     memcpy(c.key, k.w, sizeof(c.key))
     c.ports = k.ports
     c.version = k.version
+    c.tag = tag
     c.alive = 1
     q.hash[pos] = (<uint64_t>tag << 32) | (slot + 1)
     q.clock += 1
@@ -1096,6 +1098,12 @@ cdef extern from *:
 cdef enum:
     BLOCK = 16      # packets whose state is fetched together (consume_kernel)
 
+cdef inline void prefetch_conn(conn_t* c) noexcept nogil:
+    q_prefetch(c)                       # its lines (200 bytes: 4 at most)
+    q_prefetch(<char*>c + 64)
+    q_prefetch(<char*>c + 128)
+    q_prefetch(<char*>c + sizeof(conn_t) - 1)
+
 cdef void consume_kernel(q_t* q, const pkt_record_t* recs, Py_ssize_t start,
                          Py_ssize_t stop) noexcept nogil:
     """Records [start, stop), BLOCK analysed packets at a time. The state of a
@@ -1108,7 +1116,8 @@ cdef void consume_kernel(q_t* q, const pkt_record_t* recs, Py_ssize_t start,
     cdef int halves[BLOCK]
     cdef const pkt_record_t* pick[BLOCK]
     cdef Py_ssize_t i = start
-    cdef int n, j
+    cdef int n, j, fresh
+    cdef uint32_t v, victims
     cdef uint64_t e
     cdef conn_t* c
     cdef half_t* h
@@ -1125,13 +1134,20 @@ cdef void consume_kernel(q_t* q, const pkt_record_t* recs, Py_ssize_t start,
                     q_prefetch(&q.hash[tags[n] & q.hash_mask])
                     n += 1
             i += 1
+        fresh = 0
         for j in range(n):
             e = q.hash[tags[j] & q.hash_mask]
             if e:
-                c = &q.conns[<uint32_t>e - 1]
-                q_prefetch(c)
-                q_prefetch(<char*>c + 64)
-                q_prefetch(<char*>c + 128)
+                prefetch_conn(&q.conns[<uint32_t>e - 1])
+            else:
+                fresh += 1                          # surely a new connection
+        # With the table full, each new connection evicts the least recently
+        # used: its entry, and (below) what dropping it reads.
+        victims = 0
+        if q.lru_on and q.n_conns + fresh > q.max_conns:
+            victims = min(<uint32_t>fresh, q.lru_len)
+            for v in range(victims):
+                prefetch_conn(&q.conns[q.lru[(q.lru_head + v) & q.lru_mask].conn])
         for j in range(n):
             e = q.hash[tags[j] & q.hash_mask]
             if e:
@@ -1141,6 +1157,16 @@ cdef void consume_kernel(q_t* q, const pkt_record_t* recs, Py_ssize_t start,
                 if h.hole_blk:
                     q_prefetch(hole_base(q, h) + ((h.hole_at + h.n_holes)
                                                   & ((<uint32_t>HOLE_MIN << h.hole_cls) - 1)))
+        for v in range(victims):
+            c = &q.conns[q.lru[(q.lru_head + v) & q.lru_mask].conn]
+            if c.alive:
+                q_prefetch(&q.hash[c.tag & q.hash_mask])
+                for j in range(2):
+                    if c.half[j].rec_head:
+                        q_prefetch(chunk(q, c.half[j].rec_head))
+                    if c.half[j].acc_segments or c.half[j].acc_gaps:
+                        q_prefetch(&q.row_of[((c.ports >> (16 * (1 - j))) & 0xFFFF) << 1])
+                        q_prefetch(&q.row_of[(((c.ports >> (16 * j)) & 0xFFFF) << 1) | 1])
         for j in range(n):
             packet(q, pick[j], &keys[j], halves[j], tags[j])
             if q.failed:
