@@ -53,6 +53,8 @@ def _extensions():
         Extension("pt_engine._core", ["ext/_core.pyx"], libraries=["pcap"], **flags),
         # The TCP quality counter (docs/quality-rules.md); needs no libpcap.
         Extension("pt_engine._quality", ["ext/quality.pyx"], **flags),
+        # The top talkers counter (engine/analysers/talkers.py); needs no libpcap.
+        Extension("pt_engine._talkers", ["ext/talkers.pyx"], **flags),
     ]
     directives = {"linetrace": True} if DEBUG else {}
     return cythonize(exts, include_path=[os.path.join(ROOT, "ext")],
