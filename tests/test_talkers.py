@@ -1,15 +1,24 @@
 """--analyser talkers: exact per-address counts on a crafted capture, and the
 --addresses policies (pseudonymise: stable per key, different across keys,
-prefix-preserving; truncate; hash; clear: the capture's addresses)."""
+prefix-preserving; truncate; hash; clear: the capture's addresses); the native
+counter against its twin, the Space-Saving error bound past BOUND addresses,
+the aggregator's exact merge and its choice of ports."""
 import ipaddress
 import json
-import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from frames import DLT_EN10MB, IPPROTO_UDP, eth, ipv4, pcap_file, udp
+from pt_engine._talkers import TalkersCounter as NativeTalkersCounter
+from pt_engine.analysers import AnalyserContext
+from pt_engine.analysers.talkers import (
+    BOUND, Talkers, TalkersCounter, new_counter, pack_delta, row_key, unpack_delta)
+from pt_engine.records import PROTO_INDEX, RECORD_DTYPE
 
 T0 = 1_700_000_000
 # (source address, source port, destination address, destination port, wire length, count)
@@ -108,16 +117,6 @@ def test_bad_policy_is_a_usage_error(tmp_path):
 
 
 # --- the counter: native against its twin, exact counts, the Space-Saving bound ----------
-
-import numpy as np                                          # noqa: E402
-from hypothesis import given, settings                      # noqa: E402
-from hypothesis import strategies as st                     # noqa: E402
-
-from pt_engine._talkers import TalkersCounter as NativeTalkersCounter   # noqa: E402
-from pt_engine.analysers import AnalyserContext             # noqa: E402
-from pt_engine.analysers.talkers import (                   # noqa: E402
-    BOUND, Talkers, TalkersCounter, new_counter, pack_delta, row_key, unpack_delta)
-from pt_engine.records import PROTO_INDEX, RECORD_DTYPE     # noqa: E402
 
 CTX = AnalyserContext(("all",), 10**9, None, False, addresses="clear")
 
