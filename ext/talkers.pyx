@@ -32,11 +32,16 @@ State, per window (all of it is dropped at take()):
 The delta of take() is bytes, little-endian (talkers.unpack_delta reads it,
 talkers.pack_delta writes it for the twin):
 
-    uint64 head[4]: [0] DELTA_VERSION  [1] entries  [2] errors  [3] 0
+    uint64 head[4]: [0] DELTA_VERSION  [1] entries  [2] rows  [3] 0
     entries x {uint32 row, uint32 0, uint8 address[16], uint64 packets,
                uint64 bytes}                                     (40 bytes)
-    errors  x {uint32 row, uint32 0, uint64 error}                (16 bytes),
-              only rows whose error is not 0
+    rows    x {uint32 row, uint32 addresses, uint64 packets, uint64 bytes,
+               uint64 error}                                     (32 bytes)
+
+A row's packets and bytes are its entries added up (the row's exact traffic),
+its error the largest byte count replaced (plus, for a counter that merged
+deltas, theirs); the aggregator picks the busiest ports from the rows alone
+and reads only their entries.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, malloc, realloc, free
@@ -47,7 +52,7 @@ from records cimport *
 
 cdef enum:
     N_ROW_KEYS = 655360          # 5 protocols x 65536 ports x 2 directions
-    D_VERSION = 1
+    D_VERSION = 2
     D_HEAD = 4
     MIN_ENTRIES = 1024           # initial (and shrunk-to) capacity of the entry array
 
@@ -68,7 +73,10 @@ ctypedef struct row_t:
     uint32_t cap                 # of idx
     uint32_t heaped              # idx is a min-heap by (bytes, address)
     uint32_t* idx                # entry indices
+    uint64_t packets             # of the row: its entries added up
+    uint64_t nbytes
     uint64_t error               # largest byte count replaced
+    uint64_t carried             # errors of the deltas merged in (merge())
 
 ctypedef struct t_t:
     uint32_t bound
@@ -210,7 +218,8 @@ cdef row_t* row_for(t_t* t, uint32_t key) noexcept nogil:
     return row
 
 
-cdef int add(t_t* t, uint32_t key, const uint8_t* addr, uint32_t wire) noexcept nogil:
+cdef int add(t_t* t, uint32_t key, const uint8_t* addr, uint64_t packets,
+             uint64_t nbytes) noexcept nogil:
     cdef uint32_t slot, e, cap, i
     cdef entry_t* ent
     cdef entry_t* grown
@@ -219,15 +228,19 @@ cdef int add(t_t* t, uint32_t key, const uint8_t* addr, uint32_t wire) noexcept 
     e = find(t, key, addr, &slot)
     if e != NONE:
         ent = &t.entries[e]
-        ent.packets += 1
-        ent.nbytes += wire
+        ent.packets += packets
+        ent.nbytes += nbytes
         row = &t.rows[t.row_of[key] - 1]
+        row.packets += packets
+        row.nbytes += nbytes
         if row.heaped:
             sift_down(t, row, ent.pos)
         return 0
     row = row_for(t, key)
     if row == NULL:
         return -1
+    row.packets += packets
+    row.nbytes += nbytes
     if row.n >= t.bound:
         # Space-Saving: the smallest entry makes room and hands over its counts
         e = row.idx[0]
@@ -237,8 +250,8 @@ cdef int add(t_t* t, uint32_t key, const uint8_t* addr, uint32_t wire) noexcept 
         find(t, ent.key, ent.addr, &i)
         unhash(t, i)
         memcpy(ent.addr, addr, 16)
-        ent.packets += 1
-        ent.nbytes += wire
+        ent.packets += packets
+        ent.nbytes += nbytes
         sift_down(t, row, 0)
         find(t, key, addr, &slot)
         t.hash[slot] = e
@@ -267,8 +280,8 @@ cdef int add(t_t* t, uint32_t key, const uint8_t* addr, uint32_t wire) noexcept 
     ent.key = key
     ent.pos = row.n
     memcpy(ent.addr, addr, 16)
-    ent.packets = 1
-    ent.nbytes = wire
+    ent.packets = packets
+    ent.nbytes = nbytes
     row.idx[row.n] = e
     row.n += 1
     t.hash[slot] = e
@@ -295,10 +308,23 @@ cdef void consume_kernel(t_t* t, const pkt_record_t* recs, Py_ssize_t start,
         if pi < 0:
             continue
         base = (<uint32_t>pi) << 17
-        if (add(t, base | (<uint32_t>r.dst_port << 1), r.src_addr, r.wire_len) < 0
-                or add(t, base | (<uint32_t>r.src_port << 1) | 1, r.dst_addr, r.wire_len) < 0):
+        if (add(t, base | (<uint32_t>r.dst_port << 1), r.src_addr, 1, r.wire_len) < 0
+                or add(t, base | (<uint32_t>r.src_port << 1) | 1, r.dst_addr, 1,
+                       r.wire_len) < 0):
             t.failed = 1
             return
+
+
+cdef void write_rows(const t_t* t, uint64_t* out) noexcept nogil:
+    cdef uint32_t r
+    cdef const row_t* row
+    for r in range(t.n_rows):
+        row = &t.rows[r]
+        out[0] = row.key | (<uint64_t>row.n << 32)
+        out[1] = row.packets
+        out[2] = row.nbytes
+        out[3] = row.error + row.carried
+        out += 4
 
 
 cdef class TalkersCounter:
@@ -371,41 +397,40 @@ cdef class TalkersCounter:
             self.t.failed = 0
             raise MemoryError("the talkers state could not grow")
 
-    def take(self):
+    def take(self, reset=True):
         """The open window's delta (bytes, the layout of this module's docstring),
-        or None when it holds nothing; the next window starts empty."""
+        or None when it holds nothing; the next window starts empty (unless not
+        `reset`: then it goes on, as the run's totals do)."""
         cdef t_t* t = &self.t
-        cdef uint32_t e, r, n_errors = 0
+        cdef uint32_t e
         cdef uint64_t* head
         cdef entry_t* out
-        cdef uint64_t* err
         cdef char* base
         if t.n_entries == 0:
             return None
-        for r in range(t.n_rows):
-            if t.rows[r].error:
-                n_errors += 1
         delta = PyBytes_FromStringAndSize(
-            NULL, D_HEAD * 8 + t.n_entries * sizeof(entry_t) + n_errors * 16)
+            NULL, D_HEAD * 8 + t.n_entries * sizeof(entry_t) + t.n_rows * 32)
         base = PyBytes_AS_STRING(delta)
         head = <uint64_t*>base
         head[0] = D_VERSION
         head[1] = t.n_entries
-        head[2] = n_errors
+        head[2] = t.n_rows
         head[3] = 0
         out = <entry_t*>(base + D_HEAD * 8)
         memcpy(out, t.entries, t.n_entries * sizeof(entry_t))
         for e in range(t.n_entries):
             out[e].pos = 0
-        err = <uint64_t*>(base + D_HEAD * 8 + t.n_entries * sizeof(entry_t))
+        write_rows(t, <uint64_t*>(base + D_HEAD * 8 + t.n_entries * sizeof(entry_t)))
+        if reset:
+            self._reset()
+        return delta
+
+    cdef int _reset(self) except -1:
+        cdef t_t* t = &self.t
+        cdef uint32_t r
         for r in range(t.n_rows):
-            row = &t.rows[r]
-            if row.error:
-                err[0] = row.key
-                err[1] = row.error
-                err += 2
-            t.row_of[row.key] = 0
-            free(row.idx)
+            t.row_of[t.rows[r].key] = 0
+            free(t.rows[r].idx)
         t.n_rows = 0
         if t.cap_entries > MIN_ENTRIES and 4 * t.n_entries < t.cap_entries:
             if self._fresh() < 0:      # give back what a burst took
@@ -413,4 +438,82 @@ cdef class TalkersCounter:
         else:
             t.n_entries = 0
             memset(t.hash, 0xFF, (t.hash_mask + 1) * sizeof(uint32_t))
-        return delta
+        return 0
+
+    def merge(self, delta):
+        """Add every entry of a delta (weighted: its packets and bytes at once,
+        by the same rule as a packet) and carry its errors into its rows' errors:
+        the aggregator's sum of the capture processes' deltas of a window (with
+        a bound no row of theirs can reach: exact) and the run's totals (with
+        the real bound). Raises ValueError for bytes of another layout,
+        MemoryError if the state cannot grow."""
+        cdef const unsigned char[::1] data = delta
+        cdef const uint64_t* head
+        cdef const entry_t* ents
+        cdef const uint64_t* rows
+        cdef uint64_t n, n_rows, k
+        cdef row_t* row
+        cdef int failed = 0
+        if data.shape[0] < D_HEAD * 8:
+            raise ValueError(f"not a talkers delta: {data.shape[0]} bytes")
+        head = <const uint64_t*>&data[0]
+        n, n_rows = head[1], head[2]
+        if (head[0] != D_VERSION or n > data.shape[0] or n_rows > data.shape[0]
+                or <uint64_t>data.shape[0] != D_HEAD * 8 + n * sizeof(entry_t) + n_rows * 32):
+            raise ValueError(f"not a talkers delta: version {head[0]}, {data.shape[0]} bytes "
+                             f"for {n} entries and {n_rows} rows")
+        ents = <const entry_t*>(&data[0] + D_HEAD * 8)
+        rows = <const uint64_t*>(&data[0] + D_HEAD * 8 + n * sizeof(entry_t))
+        for k in range(n):
+            if ents[k].key >= N_ROW_KEYS:
+                raise ValueError(f"not a talkers delta: row {ents[k].key}")
+        for k in range(n_rows):
+            if <uint32_t>rows[4 * k] >= N_ROW_KEYS:
+                raise ValueError(f"not a talkers delta: row {<uint32_t>rows[4 * k]}")
+        with nogil:
+            for k in range(n):
+                if add(&self.t, ents[k].key, ents[k].addr, ents[k].packets, ents[k].nbytes) < 0:
+                    failed = 1
+                    break
+            for k in range(n_rows):
+                if failed:
+                    break
+                row = row_for(&self.t, <uint32_t>rows[4 * k])
+                if row == NULL:
+                    failed = 1
+                else:
+                    row.carried += rows[4 * k + 3]
+        if failed:
+            raise MemoryError("the talkers state could not grow")
+
+    def rows(self):
+        """Every row's summary, as the rows part of a delta (bytes)."""
+        data = PyBytes_FromStringAndSize(NULL, self.t.n_rows * 32)
+        write_rows(&self.t, <uint64_t*>PyBytes_AS_STRING(data))
+        return data
+
+    def entries_of(self, keys):
+        """A delta holding only the entries of these rows (a sequence of row
+        numbers), and no rows part."""
+        cdef t_t* t = &self.t
+        cdef uint32_t r, j, n = 0
+        cdef uint64_t* head
+        cdef entry_t* out
+        cdef row_t* row
+        wanted = [k for k in keys if 0 <= k < N_ROW_KEYS and t.row_of[k]]
+        for k in wanted:
+            n += t.rows[t.row_of[k] - 1].n
+        data = PyBytes_FromStringAndSize(NULL, D_HEAD * 8 + n * sizeof(entry_t))
+        head = <uint64_t*>PyBytes_AS_STRING(data)
+        head[0] = D_VERSION
+        head[1] = n
+        head[2] = 0
+        head[3] = 0
+        out = <entry_t*>(PyBytes_AS_STRING(data) + D_HEAD * 8)
+        for k in wanted:
+            row = &t.rows[t.row_of[k] - 1]
+            for j in range(row.n):
+                out[0] = t.entries[row.idx[j]]
+                out[0].pos = 0
+                out += 1
+        return data

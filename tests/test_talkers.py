@@ -140,14 +140,15 @@ def host(h: int) -> bytes:
 
 
 def content(delta) -> tuple:
-    """A delta as sorted (row, address, packets, bytes) and (row, error) lists."""
+    """A delta as sorted (row, address, packets, bytes) and (row, addresses,
+    packets, bytes, error) lists."""
     if delta is None:
         return [], []
-    entries, errors = unpack_delta(delta)
+    entries, rows = unpack_delta(delta)
     return (sorted(zip(entries["key"].tolist(), entries["hi"].tolist(),
                        entries["lo"].tolist(), entries["packets"].tolist(),
                        entries["bytes"].tolist())),
-            sorted(zip(errors["key"].tolist(), errors["error"].tolist())))
+            sorted(zip(*(rows[name].tolist() for name in rows.dtype.names))))
 
 
 def truth(recs: np.ndarray) -> dict:
@@ -217,16 +218,17 @@ def test_counts_exact_under_the_bound_and_within_error_bytes_past_it(bound, addr
     recs = zipf_stream(20_000, addresses, seed=addresses)
     counter = NativeTalkersCounter(bound)
     counter.consume(recs, 0, len(recs))
-    (entries, errors) = content(counter.take())
+    (entries, rows) = content(counter.take())
     real = truth(recs)
-    errors = dict(errors)
+    rows = {key: (n, p, b, e) for key, n, p, b, e in rows}
+    assert set(rows) == set(real)
     for key, row in real.items():
         listed = {(hi, lo): (p, b) for k, hi, lo, p, b in entries if k == key}
-        err = errors.get(key, 0)
-        # a row's entries add up to its exact packets and bytes
-        assert sum(p for p, _ in listed.values()) == sum(p for p, _ in row.values())
-        assert sum(b for _, b in listed.values()) == sum(b for _, b in row.values())
-        assert len(listed) == min(len(row), bound)
+        n, packets, nbytes, err = rows[key]
+        # a row's entries add up to its exact packets and bytes, as its summary says
+        assert sum(p for p, _ in listed.values()) == sum(p for p, _ in row.values()) == packets
+        assert sum(b for _, b in listed.values()) == sum(b for _, b in row.values()) == nbytes
+        assert len(listed) == min(len(row), bound) == n
         names = {(int.from_bytes(a[:8], "big"), int.from_bytes(a[8:], "big")): c
                  for a, c in row.items()}
         if len(row) <= bound:
@@ -290,11 +292,13 @@ def test_the_busiest_ports_and_every_selected_port():
 
 def test_packed_deltas_read_back_and_others_are_refused():
     rows = {row_key(1, 53, 0): {host(1): [2, 300], host(60001): [1, 2**40]}}
-    entries, errors = content(pack_delta(rows, {row_key(1, 53, 0): 7}))
+    entries, summaries = content(pack_delta(rows, {row_key(1, 53, 0): 7}))
     assert [e[3:] for e in entries] == [(2, 300), (1, 2**40)]
-    assert errors == [(row_key(1, 53, 0), 7)]
+    assert summaries == [(row_key(1, 53, 0), 2, 3, 300 + 2**40, 7)]
     with pytest.raises(ValueError, match="not a talkers delta"):
         unpack_delta(pack_delta(rows, {})[:-1])
+    with pytest.raises(ValueError, match="not a talkers delta"):
+        NativeTalkersCounter().merge(pack_delta(rows, {})[:-1])
     with pytest.raises(ValueError, match="bound must be"):
         NativeTalkersCounter(0)
     with pytest.raises(ValueError, match="not whole"):
@@ -332,3 +336,30 @@ def test_a_port_with_more_addresses_than_the_bound(tmp_path, backend_env):
         assert [t["address"] for t in dns["in"][:3]] == list(heavy)
         for t in dns["in"][:3]:
             assert true_bytes[t["address"]] <= t["bytes"] <= true_bytes[t["address"]] + err
+
+
+def test_the_summary_keeps_the_bound_over_windows_and_processes():
+    """Three windows of 20,000 packets from 3,000 sources to udp/53, each split
+    between two capture processes: the summary's listed addresses are within
+    its error_bytes of their true totals, and the true top five are listed."""
+    talkers = Talkers(AnalyserContext(("all",), 10**9, None, False, addresses="clear"))
+    real: dict = {}
+    for w in range(3):
+        recs = zipf_stream(20_000, 3000, seed=10 + w)
+        for k in range(2):
+            counter = NativeTalkersCounter()
+            mine = np.ascontiguousarray(recs[k::2])
+            counter.consume(mine, 0, len(mine))
+            talkers.merge(counter.take(), 0)
+        talkers.window(w * 10**9, (w + 1) * 10**9)
+        for addr, (_, b) in truth(recs)[row_key(PROTO_INDEX[17], 53, 0)].items():
+            real[addr] = real.get(addr, 0) + b
+    dns = port(talkers.summary()["talkers"], "udp", 53)
+    err = dns["in_error_bytes"]
+    assert dns["in_addresses"] == BOUND and 0 < err
+    names = {str(ipaddress.ip_address(a).ipv4_mapped): b for a, b in real.items()}
+    best = sorted(names, key=lambda a: -names[a])[:5]
+    assert names[best[-1]] > err, "the test's top five stand above the error"
+    assert [t["address"] for t in dns["in"]] == best
+    for t in dns["in"]:
+        assert abs(t["bytes"] - names[t["address"]]) <= err

@@ -50,10 +50,10 @@ TOP_PORTS = 10      # K: the busiest ports (by bytes, in + out) given talkers
 TOP_ADDRESSES = 5   # N: addresses listed per port and direction
 _PORTED = records.CLASS_NAMES.index("ported")
 
-DELTA_VERSION = 1
-_HEAD = struct.Struct("<4Q")            # version, entries, errors, 0
+DELTA_VERSION = 2
+_HEAD = struct.Struct("<4Q")            # version, entries, rows, 0
 _ENTRY = struct.Struct("<II16sQQ")      # row, 0, address, packets, bytes
-_ERROR = struct.Struct("<IIQ")          # row, 0, error
+_ROW = struct.Struct("<IIQQQ")          # row, addresses, packets, bytes, error
 
 
 def row_key(proto_index: int, port: int, direction: int) -> int:
@@ -129,8 +129,11 @@ def pack_delta(rows: dict, errors: dict) -> bytes:
     {row: error}, as ext/talkers.pyx writes them."""
     entries = [_ENTRY.pack(key, 0, addr, p, b)
                for key, row in rows.items() for addr, (p, b) in row.items()]
-    errs = [_ERROR.pack(key, 0, err) for key, err in errors.items() if err]
-    return _HEAD.pack(DELTA_VERSION, len(entries), len(errs), 0) + b"".join(entries + errs)
+    summaries = [_ROW.pack(key, len(row), sum(c[0] for c in row.values()),
+                           sum(c[1] for c in row.values()), errors.get(key, 0))
+                 for key, row in rows.items()]
+    return (_HEAD.pack(DELTA_VERSION, len(entries), len(summaries), 0)
+            + b"".join(entries + summaries))
 
 
 def _dtypes():
@@ -139,117 +142,69 @@ def _dtypes():
     entry = np.dtype({"names": ["key", "hi", "lo", "packets", "bytes"],
                       "formats": ["<u4", ">u8", ">u8", "<u8", "<u8"],
                       "offsets": [0, 8, 16, 24, 32], "itemsize": _ENTRY.size})
-    error = np.dtype({"names": ["key", "error"], "formats": ["<u4", "<u8"],
-                      "offsets": [0, 8], "itemsize": _ERROR.size})
-    return entry, error
+    row = np.dtype([("key", "<u4"), ("addresses", "<u4"), ("packets", "<u8"),
+                    ("bytes", "<u8"), ("error", "<u8")])
+    return entry, row
 
 
 def unpack_delta(delta):
-    """(entries, errors) of delta bytes: numpy structured arrays with fields
-    key, hi, lo (the address), packets, bytes; and key, error. Raises
-    ValueError for bytes of another layout."""
+    """(entries, rows) of delta bytes: numpy structured arrays with fields key,
+    hi, lo (the address), packets, bytes; and key, addresses, packets, bytes,
+    error. Raises ValueError for bytes of another layout."""
     import numpy as np
-    entry, error = _dtypes()
-    version, n, n_errors, _ = _HEAD.unpack_from(delta)
-    size = _HEAD.size + n * _ENTRY.size + n_errors * _ERROR.size
+    entry, row = _dtypes()
+    version, n, n_rows, _ = _HEAD.unpack_from(delta)
+    size = _HEAD.size + n * _ENTRY.size + n_rows * _ROW.size
     if version != DELTA_VERSION or len(delta) != size:
         raise ValueError(f"not a talkers delta: version {version}, {len(delta)} bytes for "
-                         f"{n} entries and {n_errors} errors")
+                         f"{n} entries and {n_rows} rows")
     return (np.frombuffer(delta, entry, n, _HEAD.size),
-            np.frombuffer(delta, error, n_errors, _HEAD.size + n * _ENTRY.size))
+            np.frombuffer(delta, row, n_rows, _HEAD.size + n * _ENTRY.size))
 
 
 # --- the aggregator side --------------------------------------------------------------------
 
-class Table:
-    """Entries (row, address) -> packets, bytes, as sorted numpy columns, unique
-    (row, address); and row -> error, sorted, unique."""
+def _summed_entries(entries: list) -> dict:
+    """Entry arrays (unpack_delta's) as columns sorted by (row, address), one
+    entry per (row, address): the sum of the parts."""
+    import numpy as np
 
-    __slots__ = ("key", "hi", "lo", "packets", "bytes", "err_key", "err")
-
-    def __init__(self, key, hi, lo, packets, nbytes, err_key, err):
-        self.key, self.hi, self.lo, self.packets, self.bytes = key, hi, lo, packets, nbytes
-        self.err_key, self.err = err_key, err
-
-    @classmethod
-    def merged(cls, parts: list[tuple]) -> Table:
-        """The sum of (entries, errors) parts (unpack_delta's, or other tables')."""
-        import numpy as np
-        col = lambda arrays, dtype: np.concatenate(   # noqa: E731
-            [np.asarray(a, dtype=dtype) for a in arrays] or [np.zeros(0, dtype)])
-        key = col([p[0]["key"] for p in parts], np.uint32)
-        hi = col([p[0]["hi"] for p in parts], np.uint64)
-        lo = col([p[0]["lo"] for p in parts], np.uint64)
-        order = np.lexsort((lo, hi, key))
-        key, hi, lo = key[order], hi[order], lo[order]
-        first = _starts(key, hi, lo)
-        packets = _sums(col([p[0]["packets"] for p in parts], np.uint64)[order], first)
-        nbytes = _sums(col([p[0]["bytes"] for p in parts], np.uint64)[order], first)
-        err_key = col([p[1]["key"] for p in parts], np.uint32)
-        err = col([p[1]["error"] for p in parts], np.uint64)
-        order = np.argsort(err_key, kind="stable")
-        err_key, err = err_key[order], err[order]
-        efirst = _starts(err_key)
-        return cls(key[first], hi[first], lo[first], packets, nbytes, err_key[efirst],
-                   _sums(err, efirst))
-
-    def entries(self) -> dict:
-        return {"key": self.key, "hi": self.hi, "lo": self.lo, "packets": self.packets,
-                "bytes": self.bytes}
-
-    def errors(self) -> dict:
-        return {"key": self.err_key, "error": self.err}
-
-    def error_of(self, key: int) -> int:
-        import numpy as np
-        at = int(np.searchsorted(self.err_key, key))
-        return int(self.err[at]) if at < len(self.err_key) and self.err_key[at] == key else 0
-
-    def bounded(self, bound: int) -> Table:
-        """At most `bound` entries per row, the biggest by (bytes, lowest
-        address); a row that loses entries has its error raised to the
-        largest byte count it lost."""
-        import numpy as np
-        order = np.lexsort((self.lo, self.hi, ~self.bytes, self.key))
-        key = self.key[order]
-        first = _starts(key)
-        rank = np.arange(len(key)) - np.repeat(first, np.diff(np.append(first, len(key))))
-        keep = order[rank < bound]
-        lost = rank == bound            # the largest one each row lost
-        err_key, err = self.err_key, self.err
-        if lost.any():
-            lost_key, lost_bytes = key[lost], self.bytes[order][lost]   # one per row
-            all_keys = np.union1d(err_key, lost_key).astype(np.uint32)
-            all_err = np.zeros(len(all_keys), dtype=np.uint64)
-            all_err[np.searchsorted(all_keys, err_key)] = err
-            at = np.searchsorted(all_keys, lost_key)
-            all_err[at] = np.maximum(all_err[at], lost_bytes)
-            err_key, err = all_keys, all_err
-        keep.sort()
-        return Table(self.key[keep], self.hi[keep], self.lo[keep], self.packets[keep],
-                     self.bytes[keep], err_key, err)
+    def col(name, dtype):
+        return np.concatenate([np.asarray(e[name], dtype=dtype) for e in entries]
+                              or [np.zeros(0, dtype)])
+    key, hi, lo = col("key", np.uint32), col("hi", np.uint64), col("lo", np.uint64)
+    order = np.lexsort((lo, hi, key))
+    key, hi, lo = key[order], hi[order], lo[order]
+    first = _starts(key, hi, lo)
+    out = {"key": key[first], "hi": hi[first], "lo": lo[first]}
+    for name in ("packets", "bytes"):
+        values = col(name, np.uint64)[order]
+        out[name] = np.add.reduceat(values, first) if len(first) else values
+    return out
 
 
 def _starts(*columns):
-    """Indices where a run of equal rows (over sorted columns) starts."""
+    """Indices where a run of equal rows of sorted columns starts."""
     import numpy as np
     n = len(columns[0])
-    if not n:
-        return np.zeros(0, dtype=np.intp)
     new = np.zeros(n, dtype=bool)
-    new[0] = True
-    for c in columns:
-        new[1:] |= c[1:] != c[:-1]
+    if n:
+        new[0] = True
+        for c in columns:
+            new[1:] |= c[1:] != c[:-1]
     return np.flatnonzero(new)
 
 
-def _sums(values, first):
-    import numpy as np
-    return np.add.reduceat(values, first) if len(first) else values[:0]
-
-
 class Talkers(Analyser):
-    """The aggregator side: merges, picks the ports and addresses, maps addresses."""
+    """The aggregator side: merges, picks the ports and addresses, maps addresses.
+
+    A window's deltas are read with numpy: the busiest ports come from their
+    rows parts alone (each row's exact packets and bytes), and only the entries
+    of the rows listed are summed (a sort over them). The run's totals are a
+    native TalkersCounter (pt_engine._talkers, on either backend) with the real
+    BOUND, into which every delta is merged: the same Space-Saving rule,
+    weighted (an address's whole window at once), so the summary is bounded
+    the same way."""
 
     name = "talkers"
     fields = ("talkers",)
@@ -257,16 +212,18 @@ class Talkers(Analyser):
 
     def __init__(self, ctx: AnalyserContext):
         super().__init__(ctx)
+        from .._talkers import TalkersCounter as NativeTalkersCounter
         from ..addresses import Policy
         self.policy = Policy.parse(ctx.addresses)
         self._map = self.policy.mapper(ctx.state_dir)
         self._names: dict[bytes, str] = {}
-        self._parts: list[tuple] = []
-        self._total = Table.merged([])
+        self._parts: list[bytes] = []
+        self._total = NativeTalkersCounter(BOUND)
 
     def merge(self, delta, group: int) -> None:
         if delta is not None:
-            self._parts.append(unpack_delta(delta))
+            self._parts.append(delta)
+            self._total.merge(delta)
 
     def _name(self, addr: bytes) -> str:
         name = self._names.get(addr)
@@ -274,14 +231,22 @@ class Talkers(Analyser):
             name = self._names[addr] = self._map(addr)
         return name
 
-    def _entries(self, table: Table) -> list[dict]:
+    def _entries(self, rows, entries_of) -> list[dict]:
+        """The record's ports: `rows` (the rows parts, concatenated), and
+        `entries_of(row numbers)` giving those rows' summed entries."""
         import numpy as np
-        port_key = table.key >> 1          # proto_index << 16 | port, sorted
-        first = _starts(port_key)
-        if not len(first):
+        if not len(rows):
             return []
-        ports = port_key[first]
-        per_port = _sums(table.bytes, first)
+        order = np.argsort(rows["key"], kind="stable")
+        key = rows["key"][order]
+        first = _starts(key)
+        keys = key[first]
+        nbytes = np.add.reduceat(rows["bytes"][order], first)
+        error = np.add.reduceat(rows["error"][order], first)
+        port_key = keys >> 1                     # proto_index << 16 | port, sorted
+        pfirst = _starts(port_key)
+        ports = port_key[pfirst]
+        per_port = np.add.reduceat(nbytes, pfirst)
         index, number = ports >> 16, ports & 0xFFFF
         proto = np.array([n for n, _ in records.PORT_PROTOCOLS])[index]
         rank = np.lexsort((number, proto, ~per_port))
@@ -290,36 +255,43 @@ class Talkers(Analyser):
         if selected is not None:
             keep = np.concatenate([keep[selected.mask[number[keep]]],
                                    rank[TOP_PORTS:][selected.mask[number[rank[TOP_PORTS:]]]]])
+        errors = dict(zip(keys.tolist(), error.tolist()))
+        table = entries_of([int(ports[i]) << 1 | d for i in keep.tolist() for d in (0, 1)])
         out = []
         for i in keep.tolist():
             entry = {"proto": records.PROTO_NAMES[int(index[i])], "port": int(number[i])}
             for direction, name in ((0, "in"), (1, "out")):
-                key = int(ports[i]) << 1 | direction
-                lo, hi = np.searchsorted(table.key, [key, key + 1])
-                order = np.lexsort((table.lo[lo:hi], table.hi[lo:hi], ~table.bytes[lo:hi]))
-                top = order[:TOP_ADDRESSES] + lo
+                row = int(ports[i]) << 1 | direction
+                lo, hi = np.searchsorted(table["key"], [row, row + 1])
+                top = np.lexsort((table["lo"][lo:hi], table["hi"][lo:hi],
+                                  ~table["bytes"][lo:hi]))[:TOP_ADDRESSES] + lo
                 entry[name] = [
                     {"address": self._name(h.to_bytes(8, "big") + l_.to_bytes(8, "big")),
                      "packets": p, "bytes": b}
-                    for h, l_, p, b in zip(table.hi[top].tolist(), table.lo[top].tolist(),
-                                           table.packets[top].tolist(),
-                                           table.bytes[top].tolist())]
+                    for h, l_, p, b in zip(table["hi"][top].tolist(), table["lo"][top].tolist(),
+                                           table["packets"][top].tolist(),
+                                           table["bytes"][top].tolist())]
                 entry[f"{name}_addresses"] = int(hi - lo)
-                entry[f"{name}_error_bytes"] = table.error_of(key)
+                entry[f"{name}_error_bytes"] = errors.get(row, 0)
             out.append(entry)
         return out
 
     def window(self, start_ns: int, end_ns: int) -> dict:
-        table = Table.merged(self._parts)
-        self._parts = []
-        entries = self._entries(table)
-        # the run's totals keep the BOUND biggest per row
-        self._total = Table.merged([(self._total.entries(), self._total.errors()),
-                                    (table.entries(), table.errors())]).bounded(BOUND)
-        return {"talkers": self._record(entries)}
+        import numpy as np
+        parts, self._parts = [unpack_delta(d) for d in self._parts], []
+        rows = np.concatenate([r for _, r in parts]) if parts else np.zeros(0, _dtypes()[1])
+
+        def entries_of(wanted):
+            wanted = np.array(wanted, dtype=np.uint32)
+            return _summed_entries([e[np.isin(e["key"], wanted)] for e, _ in parts])
+        return {"talkers": self._record(self._entries(rows, entries_of))}
 
     def _record(self, entries: list[dict]) -> dict:
         return {"addresses": self.policy.text, "bound": BOUND, "ports": entries}
 
     def summary(self) -> dict:
-        return {"talkers": self._record(self._entries(self._total))}
+        import numpy as np
+        total = self._total
+        rows = np.frombuffer(total.rows(), _dtypes()[1])
+        return {"talkers": self._record(self._entries(
+            rows, lambda wanted: _summed_entries([unpack_delta(total.entries_of(wanted))[0]])))}
