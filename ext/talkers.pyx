@@ -57,12 +57,14 @@ cdef enum:
     MIN_ENTRIES = 1024           # initial (and shrunk-to) capacity of the entry array
 
 cdef uint32_t NONE = 0xFFFFFFFF
+cdef uint32_t HEAPED = 0x80000000     # entry_t.pos: its row is full, a heap
 
 DELTA_VERSION = D_VERSION
 
 ctypedef struct entry_t:         # the delta's entry layout, but for pos
     uint32_t key
-    uint32_t pos                 # position in its row's list (0 in the delta)
+    uint32_t pos                 # position in its row's list, | HEAPED once the row is
+                                 # a heap (0 in the delta)
     uint8_t addr[16]
     uint64_t packets
     uint64_t nbytes
@@ -71,10 +73,7 @@ ctypedef struct row_t:
     uint32_t key
     uint32_t n                   # entries
     uint32_t cap                 # of idx
-    uint32_t heaped              # idx is a min-heap by (bytes, address)
     uint32_t* idx                # entry indices
-    uint64_t packets             # of the row: its entries added up
-    uint64_t nbytes
     uint64_t error               # largest byte count replaced
     uint64_t carried             # errors of the deltas merged in (merge())
 
@@ -124,11 +123,11 @@ cdef inline uint64_t entry_hash(const t_t* t, uint32_t key, const uint8_t* addr)
     return mix(mix(mix(t.seed ^ key) + lo) + hi)
 
 
-cdef inline uint32_t find(const t_t* t, uint32_t key, const uint8_t* addr,
+cdef inline uint32_t find(const t_t* t, uint32_t key, const uint8_t* addr, uint64_t h,
                           uint32_t* slot) noexcept nogil:
-    """The entry of (key, addr), or NONE; slot: where it is, or the empty slot
-    where it would go."""
-    cdef uint32_t i = <uint32_t>entry_hash(t, key, addr) & t.hash_mask, e
+    """The entry of (key, addr), whose entry_hash is h, or NONE; slot: where it
+    is, or the empty slot where it would go."""
+    cdef uint32_t i = <uint32_t>h & t.hash_mask, e
     while True:
         e = t.hash[i]
         if e == NONE:
@@ -191,10 +190,10 @@ cdef void sift_down(t_t* t, row_t* row, uint32_t pos) noexcept nogil:
         if not less(&ents[row.idx[child]], &ents[e]):
             break
         row.idx[pos] = row.idx[child]
-        ents[row.idx[pos]].pos = pos
+        ents[row.idx[pos]].pos = pos | HEAPED
         pos = child
     row.idx[pos] = e
-    ents[e].pos = pos
+    ents[e].pos = pos | HEAPED
 
 
 cdef row_t* row_for(t_t* t, uint32_t key) noexcept nogil:
@@ -219,41 +218,37 @@ cdef row_t* row_for(t_t* t, uint32_t key) noexcept nogil:
 
 
 cdef int add(t_t* t, uint32_t key, const uint8_t* addr, uint64_t packets,
-             uint64_t nbytes) noexcept nogil:
+             uint64_t nbytes, uint64_t h) noexcept nogil:
+    """Count (packets, nbytes) for addr in row key; h: entry_hash(t, key, addr)."""
     cdef uint32_t slot, e, cap, i
     cdef entry_t* ent
     cdef entry_t* grown
     cdef uint32_t* idx
     cdef row_t* row
-    e = find(t, key, addr, &slot)
+    e = find(t, key, addr, h, &slot)
     if e != NONE:
         ent = &t.entries[e]
         ent.packets += packets
         ent.nbytes += nbytes
-        row = &t.rows[t.row_of[key] - 1]
-        row.packets += packets
-        row.nbytes += nbytes
-        if row.heaped:
-            sift_down(t, row, ent.pos)
+        if ent.pos & HEAPED:       # the row only when it is a heap: one load less
+            sift_down(t, &t.rows[t.row_of[key] - 1], ent.pos & ~HEAPED)
         return 0
     row = row_for(t, key)
     if row == NULL:
         return -1
-    row.packets += packets
-    row.nbytes += nbytes
     if row.n >= t.bound:
         # Space-Saving: the smallest entry makes room and hands over its counts
         e = row.idx[0]
         ent = &t.entries[e]
         if ent.nbytes > row.error:
             row.error = ent.nbytes
-        find(t, ent.key, ent.addr, &i)
+        find(t, ent.key, ent.addr, entry_hash(t, ent.key, ent.addr), &i)
         unhash(t, i)
         memcpy(ent.addr, addr, 16)
         ent.packets += packets
         ent.nbytes += nbytes
         sift_down(t, row, 0)
-        find(t, key, addr, &slot)
+        find(t, key, addr, h, &slot)
         t.hash[slot] = e
         return 0
     if t.n_entries == t.cap_entries:
@@ -265,7 +260,7 @@ cdef int add(t_t* t, uint32_t key, const uint8_t* addr, uint64_t packets,
     if 2 * (t.n_entries + 1) > t.hash_mask + 1:
         if rehash(t, 2 * (t.hash_mask + 1)) < 0:
             return -1
-        find(t, key, addr, &slot)
+        find(t, key, addr, h, &slot)
     if row.n == row.cap:
         cap = row.cap * 2 if row.cap else 4
         if cap > t.bound:
@@ -286,7 +281,8 @@ cdef int add(t_t* t, uint32_t key, const uint8_t* addr, uint64_t packets,
     row.n += 1
     t.hash[slot] = e
     if row.n == t.bound:
-        row.heaped = 1
+        for i in range(row.n):
+            t.entries[row.idx[i]].pos = i | HEAPED
         i = row.n // 2
         while i > 0:
             i -= 1
@@ -294,35 +290,79 @@ cdef int add(t_t* t, uint32_t key, const uint8_t* addr, uint64_t packets,
     return 0
 
 
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) nogil
+
+
+ctypedef struct pending_t:       # a record on its way through consume_kernel
+    uint64_t h[2]                # entry_hash of its two (row, address)
+    uint32_t key[2]              # its rows: in (destination port), out (source port)
+    int counted                  # a ported packet of a protocol with ports
+
+
+cdef enum:
+    PF_RING = 32                 # > PF_FAR
+    PF_FAR = 16                  # records ahead: hash the keys, fetch hash slots and row_of
+    PF_NEAR = 8                  # records ahead: fetch the entries and rows those point to
+
+
 cdef void consume_kernel(t_t* t, const pkt_record_t* recs, Py_ssize_t start,
                          Py_ssize_t stop) noexcept nogil:
-    cdef Py_ssize_t k
+    """Every packet costs dependent loads from tables larger than the cache
+    (hash slot -> entry; the row only for a new address or a full row): they
+    are started PF_FAR and PF_NEAR records ahead, so that the loads of several
+    packets overlap."""
+    cdef pending_t ring[PF_RING]
+    cdef pending_t* p
     cdef const pkt_record_t* r
-    cdef int pi
-    cdef uint32_t base
-    for k in range(start, stop):
-        r = &recs[k]
-        if r.pkt_class != CLASS_PORTED:
-            continue
-        pi = proto_index(r.proto)
-        if pi < 0:
-            continue
-        base = (<uint32_t>pi) << 17
-        if (add(t, base | (<uint32_t>r.dst_port << 1), r.src_addr, 1, r.wire_len) < 0
-                or add(t, base | (<uint32_t>r.src_port << 1) | 1, r.dst_addr, 1,
-                       r.wire_len) < 0):
-            t.failed = 1
-            return
+    cdef Py_ssize_t k, j
+    cdef int pi, d
+    cdef uint32_t base, e
+    for k in range(start, stop + PF_FAR):
+        if k < stop:
+            r = &recs[k]
+            p = &ring[k % PF_RING]
+            pi = proto_index(r.proto) if r.pkt_class == CLASS_PORTED else -1
+            p.counted = pi >= 0
+            if p.counted:
+                base = (<uint32_t>pi) << 17
+                p.key[0] = base | (<uint32_t>r.dst_port << 1)
+                p.key[1] = base | (<uint32_t>r.src_port << 1) | 1
+                p.h[0] = entry_hash(t, p.key[0], r.src_addr)
+                p.h[1] = entry_hash(t, p.key[1], r.dst_addr)
+                for d in range(2):
+                    __builtin_prefetch(&t.hash[<uint32_t>p.h[d] & t.hash_mask])
+        j = k - (PF_FAR - PF_NEAR)
+        if start <= j < stop and ring[j % PF_RING].counted:
+            p = &ring[j % PF_RING]
+            for d in range(2):
+                e = t.hash[<uint32_t>p.h[d] & t.hash_mask]
+                if e != NONE:
+                    __builtin_prefetch(&t.entries[e])
+        j = k - PF_FAR
+        if j >= start and ring[j % PF_RING].counted:
+            p = &ring[j % PF_RING]
+            r = &recs[j]
+            if (add(t, p.key[0], r.src_addr, 1, r.wire_len, p.h[0]) < 0
+                    or add(t, p.key[1], r.dst_addr, 1, r.wire_len, p.h[1]) < 0):
+                t.failed = 1
+                return
 
 
 cdef void write_rows(const t_t* t, uint64_t* out) noexcept nogil:
-    cdef uint32_t r
+    """The rows part of a delta; a row's packets and bytes are its entries'."""
+    cdef uint32_t r, j
     cdef const row_t* row
+    cdef uint64_t p, b
     for r in range(t.n_rows):
         row = &t.rows[r]
+        p = b = 0
+        for j in range(row.n):
+            p += t.entries[row.idx[j]].packets
+            b += t.entries[row.idx[j]].nbytes
         out[0] = row.key | (<uint64_t>row.n << 32)
-        out[1] = row.packets
-        out[2] = row.nbytes
+        out[1] = p
+        out[2] = b
         out[3] = row.error + row.carried
         out += 4
 
@@ -472,7 +512,8 @@ cdef class TalkersCounter:
                 raise ValueError(f"not a talkers delta: row {<uint32_t>rows[4 * k]}")
         with nogil:
             for k in range(n):
-                if add(&self.t, ents[k].key, ents[k].addr, ents[k].packets, ents[k].nbytes) < 0:
+                if add(&self.t, ents[k].key, ents[k].addr, ents[k].packets, ents[k].nbytes,
+                       entry_hash(&self.t, ents[k].key, ents[k].addr)) < 0:
                     failed = 1
                     break
             for k in range(n_rows):
