@@ -762,3 +762,28 @@ def test_top_in_a_terminal_shows_the_talkers_of_the_selected_port(tmp_path):
     finally:
         term.close()
         engine.wait(30)
+
+
+def test_the_owner_column_names_processes_never_users(monkeypatch):
+    """The port-owner column shows pid/process name; no user name, whatever
+    --addresses says (docs/security.md, question 3)."""
+    import psutil
+    from collections import namedtuple
+    Conn = namedtuple("Conn", "laddr pid type")
+    Addr = namedtuple("Addr", "ip port")
+
+    class Proc:
+        def __init__(self, pid):
+            self.pid = pid
+
+        def name(self):
+            return "nginx"
+
+        def username(self):
+            return "alice"
+
+    monkeypatch.setattr(psutil, "net_connections", lambda kind: [
+        Conn(Addr("0.0.0.0", 8080), 4242, socket.SOCK_STREAM)])
+    monkeypatch.setattr(psutil, "Process", Proc)
+    owners = top.Owners._scan()
+    assert owners == {("tcp", 8080): "4242/nginx"}
