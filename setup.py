@@ -57,6 +57,8 @@ def _extensions():
         Extension("pt_engine._connect", ["ext/connect.pyx"], **flags),
         # the SYNs of scan --syn and their answers (pt_engine.probe.syn).
         Extension("pt_engine._syn", ["ext/syn.pyx"], **flags),
+        # The top talkers counter (engine/analysers/talkers.py); needs no libpcap.
+        Extension("pt_engine._talkers", ["ext/talkers.pyx"], **flags),
     ]
     directives = {"linetrace": True} if DEBUG else {}
     return cythonize(exts, include_path=[os.path.join(ROOT, "ext")],

@@ -10,6 +10,13 @@ does not depend on background merges.
 
 `--last D` counts back from the newest window in the store (for the host
 given with --host, else any), as plot's --last does for a recording.
+
+`--talkers`: the talkers stored (pt_talkers, --analyser talkers) for the
+busiest ports or the --port ones, per port and direction the TALKERS
+addresses with the most bytes over the range. A window stores only the
+addresses it listed (its top N), so an address's figures are the sums of
+the windows that listed it (``windows`` says how many): exact for those
+windows, nothing for the others.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from .errors import ConfigError, StreamError
 from .warehouse import ROLLUPS, literal, tsv
 
 MAX_POINTS = 480
+TALKERS = 5           # addresses per port and direction with --talkers
 _NS = 1_000_000_000
 
 
@@ -43,6 +51,10 @@ def add_parser(subparsers, summary: str, config: dict | None = None):
                    help="the N busiest ports (default 10)")
     p.add_argument("--port", metavar="SPEC", help="the series of these ports (22,443,"
                    "8000-8100) instead of the busiest")
+    p.add_argument("--talkers", action="store_true",
+                   help=f"the talkers stored for those ports (--analyser talkers): per port "
+                        f"and direction the {TALKERS} addresses with the most bytes, as the "
+                        f"engine's --addresses policy left them")
     p.add_argument("--host", metavar="NAME", help="one host's rows only (a fleet's "
                    "ClickHouse holds many)")
     p.add_argument("--format", choices=("table", "json"), default="table",
@@ -170,6 +182,37 @@ def quality_sql(store, where: str, step: int) -> str:
             f"WHERE {where} GROUP BY t, port, side ORDER BY t, port, side")
 
 
+def talkers(store, q: Query, n: int) -> dict:
+    """The talkers of the n busiest ports (or of q.ports) over the range: per
+    (proto, port, direction) the TALKERS addresses with the most bytes summed
+    over the windows that listed them. Raises StreamError when none is stored."""
+    since, until = resolve(store, q)
+    where = _where(q, since, until)
+    rank = None
+    if q.ports is None:
+        busiest = [(r[0], r[1]) for r in top(store, q, n)["rows"]]
+        rank = {key: i for i, key in enumerate(busiest)}
+        where += " AND (proto, port) IN (" + ", ".join(
+            f"({literal(proto)}, {port})" for proto, port in busiest) + ")"
+    sql = (f"SELECT proto, port, direction, address, sum(packets), sum(bytes) AS b, "
+           f"uniqExact(window_start), policy FROM {store.database}.pt_talkers "
+           f"WHERE {where} GROUP BY proto, port, direction, policy, address "
+           f"ORDER BY proto, port, direction, b DESC, address "
+           f"LIMIT {TALKERS} BY proto, port, direction")
+    rows = [[r[0], int(r[1]), r[2], r[3], *map(int, r[4:7]), r[7]]
+            for r in tsv(store.query(sql))]
+    if not rows:
+        raise StreamError(f"{store.name}: no talkers stored for these ports between "
+                          f"{_iso(since)} and {_iso(until)} (the engine ran without "
+                          "--analyser talkers?)")
+    if rank is not None:
+        rows.sort(key=lambda r: (rank[(r[0], r[1])], r[2], -r[5], r[3]))
+    return {"source": store.name, "since": _iso(since), "until": _iso(until),
+            "table": "pt_talkers", "addresses": sorted({r[7] for r in rows}),
+            "columns": ["proto", "port", "direction", "address", "packets", "bytes",
+                        "windows"], "rows": [r[:7] for r in rows]}
+
+
 class StoreWindows:
     """A history as plot reads recordings: ``windows(hello, with_quality)`` yields
     (segment 0, start_ns, end_ns, port rows, tcp_quality rows) per stored step
@@ -258,7 +301,10 @@ def main(args) -> int:
     if isinstance(store, warehouse.ChdbStore) and not _has_schema(store):
         raise StreamError(f"{store.name}: no history there (written by --output "
                           f"{store.name})")
-    result = series(store, q) if q.ports is not None else top(store, q, args.top)
+    if args.talkers:
+        result = talkers(store, q, args.top)
+    else:
+        result = series(store, q) if q.ports is not None else top(store, q, args.top)
     if args.format == "json":
         print(json.dumps(result))
     else:
@@ -273,12 +319,15 @@ def _has_schema(store) -> bool:
 
 
 def _table_text(result: dict, out) -> None:
-    what = (f"every {result['step_s']} s" if "step_s" in result else "busiest ports")
+    what = (f"every {result['step_s']} s" if "step_s" in result
+            else f"talkers (addresses: {', '.join(result['addresses'])})"
+            if "addresses" in result else "busiest ports")
     print(f"{result['source']}: {result['since']} to {result['until']}, {what} "
           f"(from {result['table']})", file=out)
     cols = result["columns"]
     cells = [cols] + [[str(v) for v in row] for row in result["rows"]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    numbers = len(cols) - (3 if "addresses" in result else 4)   # right-aligned: the counts
     for row in cells:
-        print("  ".join(c.ljust(w) if i < len(cols) - 4 else c.rjust(w)
+        print("  ".join(c.ljust(w) if i < numbers else c.rjust(w)
                         for i, (c, w) in enumerate(zip(row, widths))).rstrip(), file=out)

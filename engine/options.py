@@ -161,11 +161,13 @@ OPTIONS: tuple[Opt, ...] = (
         check=config.check_names, convert=_names),
     Opt("addresses", ("--addresses",), "how addresses leave the engine: pseudonymise "
         "(default: keyed, prefix-preserving Crypto-PAn), truncate:V4,V6 (keep that many "
-        "prefix bits, e.g. truncate:24,48), hash (keyed BLAKE2b) or clear", _STREAM,
+        "prefix bits, e.g. truncate:24,48), hash (keyed BLAKE2b) or clear; top: of the "
+        "talkers of the engine it starts", (*_STREAM, "top"),
         default="pseudonymise", metavar="POLICY", check=config.check_text),
     Opt("state_dir", ("--state-dir",), "where the address key is created (mode 0600) "
         "and kept (default: $STATE_DIRECTORY, else /var/lib/pt-engine as root, else "
-        "~/.local/state/pt-engine)", _STREAM, metavar="DIR", check=config.check_text),
+        "~/.local/state/pt-engine)", (*_STREAM, "top"), metavar="DIR",
+        check=config.check_text),
     Opt("observers", ("--observer",), "run this observer plugin too; repeatable",
         _STREAM, metavar="NAME", repeat=True, check=config.check_names, convert=_names),
     # --- where it goes ----------------------------------------------------------------
@@ -189,10 +191,14 @@ OPTIONS: tuple[Opt, ...] = (
                         ("clickhouse_password", "password of clickhouse: outputs and "
                          "sources ($PT_ENGINE_CLICKHOUSE_PASSWORD wins)"),
                         ("prometheus_tls_cert", "prometheus: serves HTTPS with this "
-                         "certificate (PEM file)"),
-                        ("prometheus_tls_key", "the certificate's private key (PEM file)"),
+                         "certificate (PEM file) instead of tls_cert; any prometheus_tls_* "
+                         "key replaces tls_cert, tls_key, tls_client_ca and "
+                         "tls_client_names for this endpoint"),
+                        ("prometheus_tls_key", "the certificate's private key (PEM file), "
+                         "instead of tls_key"),
                         ("prometheus_tls_client_ca", "prometheus: asks every client for a "
-                         "certificate signed by these CAs (PEM file)"))),
+                         "certificate signed by these CAs (PEM file), instead of "
+                         "tls_client_ca"))),
     Opt("format", ("--format",), "encoding of outputs without a prefix: msgpack (default) "
         "or json lines (default when stdout is a terminal; ping and scan: a table there)",
         ("read", "run", *_PROBE),
@@ -214,16 +220,18 @@ OPTIONS: tuple[Opt, ...] = (
         "subscribe to a unix: output, checked with SO_PEERCRED on every connection; "
         "repeatable (default: whoever the socket's mode and group let in)", ("read", "run"),
         metavar="USER", repeat=True, check=config.check_names, convert=_uids),
-    Opt("tls_cert", ("--tls-cert",), "PEM certificate: of a tls: output (the server), "
-        "or with --connect tls: the client's own", ("read", "run", "top", "record"),
+    Opt("tls_cert", ("--tls-cert",), "PEM certificate: of tls: outputs and the "
+        "prometheus: endpoint (which then serves HTTPS only), or with --connect tls: the "
+        "client's own", ("read", "run", "top", "record"),
         metavar="PEM", check=config.check_text),
     Opt("tls_key", ("--tls-key",), "PEM private key of --tls-cert",
         ("read", "run", "top", "record"), metavar="PEM", check=config.check_text),
-    Opt("tls_client_ca", ("--tls-client-ca",), "CA certificates (PEM) a tls: output "
-        "checks client certificates against; a client certificate is always required",
+    Opt("tls_client_ca", ("--tls-client-ca",), "CA certificates (PEM) tls: outputs and "
+        "the prometheus: endpoint check client certificates against (a tls: output always "
+        "requires one; prometheus: with this option)",
         ("read", "run"), metavar="PEM", check=config.check_text),
-    Opt("tls_client_names", ("--tls-client-name",), "with tls: outputs, accept only "
-        "client certificates with this subject common name or DNS name; repeatable",
+    Opt("tls_client_names", ("--tls-client-name",), "with tls: outputs and the "
+        "prometheus: endpoint, accept only client certificates with this subject common name or DNS name; repeatable",
         ("read", "run"), metavar="NAME", repeat=True, check=config.check_names,
         convert=_names),
     Opt("tls_ca", ("--tls-ca",), "with --connect tls:HOST:PORT: CA certificates (PEM) "

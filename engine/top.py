@@ -43,12 +43,13 @@ KEYS = (
     ("/", "show one port (a number or a service name)"),
     ("c", "clear the filters"),
     ("e", "fold / unfold the ephemeral (client) ports"),
+    ("a", "the selected port's talkers, in and out (a again: back)"),
     ("n", "service names / port numbers"),
     ("b", "rates in bits / bytes per second"),
     ("space", "pause the display (counting goes on)"),
 )
-LEGEND = ("q quit", "h help", "j/k move", "s sort", "f proto", "/ port", "e fold",
-          "space pause", "n names", "b bits", "l rtt", "x retrans")
+LEGEND = ("q quit", "h help", "j/k move", "s sort", "f proto", "/ port", "a talkers",
+          "e fold", "space pause", "n names", "b bits", "l rtt", "x retrans")
 # The port of a folded row: after every real port when sorted by port.
 EPHEMERAL = 65536
 EPHEMERAL_DEFAULT = (32768, 60999)     # Linux's default ip_local_port_range
@@ -161,6 +162,10 @@ class TopModel:
     # (proto, port, direction) -> [(window start, quality values)], the recent ones
     recent_quality: dict = field(default_factory=dict)
     has_quality: bool = False                       # the stream carries tcp_quality
+    # (proto, port) -> (window start, the talkers entry of the last window that had one)
+    talkers: dict = field(default_factory=dict)
+    talkers_policy: str | None = None               # None: the stream carries no talkers
+    talkers_bound: int = 0
 
     @property
     def interval_ns(self) -> int:
@@ -225,6 +230,7 @@ class TopModel:
                 row.window_ns = record["start_ns"]
         self.window_ns = record["start_ns"]
         self._quality(record)
+        self._talkers(record)
         self._expire(record["start_ns"])
         self.window_totals = record["totals"]
         self.window_classes = record["classes"]
@@ -258,6 +264,14 @@ class TopModel:
             else:
                 del recent[key]
 
+    def _talkers(self, record: dict) -> None:
+        part = record.get("talkers")
+        if part is None:
+            return
+        self.talkers_policy, self.talkers_bound = part["addresses"], part["bound"]
+        for entry in part["ports"]:
+            self.talkers[(entry["proto"], entry["port"])] = (record["start_ns"], entry)
+
     def _expire(self, start_ns: int) -> None:
         """Drop the rows idle for expire_windows windows up to the one at start_ns
         (by time: `read` writes no window for a quiet interval)."""
@@ -274,6 +288,9 @@ class TopModel:
         for key in gone:
             del self.rows[key]
             self.recent_quality.pop(key, None)
+        for key, (at, _) in list(self.talkers.items()):
+            if limit and (start_ns - at) // self.interval_ns >= limit:
+                del self.talkers[key]
 
     def _alerted(self, row: Row) -> bool:
         return (row.proto, row.port, row.direction) in self.alerts or \
@@ -667,6 +684,37 @@ def header_lines(model: TopModel, nics: list[NicRates], shown: int, state=(),
     return lines
 
 
+def talker_lines(model: TopModel, row: Row | None, names: bool = True) -> list[str]:
+    """The talkers pane (a): the remote addresses of the selected row's port, in
+    (sending to it) and out (it sent to), from the last window that listed the
+    port, with their exact counts; the addresses as the engine's --addresses
+    policy left them."""
+    if row is None:
+        return ["talkers: no row selected"]
+    what = f"{port_text(row, names)}/{row.proto}"
+    if model.talkers_policy is None:
+        return [f"talkers of {what}", "",
+                "This stream has no talkers: the engine runs without --analyser talkers."]
+    if row.port == EPHEMERAL:
+        return [f"talkers of {what}", "",
+                "The folded ephemeral row has none of its own: e unfolds it."]
+    got = model.talkers.get((row.proto, row.port))
+    if got is None:
+        return [f"talkers of {what}", "",
+                "None listed: a window lists the busiest ports and the --ports ones."]
+    start, entry = got
+    lines = [f"talkers of {what}  window {fmt_time(start)} UTC  addresses "
+             f"{model.talkers_policy}  bound {model.talkers_bound} per direction"]
+    for direction, whose in (("in", "sending to the port"), ("out", "the port sent to")):
+        listed, err = entry[direction], entry[f"{direction}_error_bytes"]
+        lines += ["", f"{direction.upper()}: {entry[f'{direction}_addresses']} addresses "
+                      f"{whose}" + (f"; bytes over-counted by at most {err}" if err else ""),
+                  f"  {'ADDRESS':<39} {'PACKETS':>10} {'BYTES':>14}"]
+        lines += [f"  {t['address']:<39} {t['packets']:>10} {t['bytes']:>14}"
+                  for t in listed] or ["  (none)"]
+    return lines
+
+
 def table_lines(model: TopModel, rows: list[Row], owners: Owners | None,
                 nics: list[NicRates], state=(), limit: int | None = None,
                 width: int | None = None, names: bool = True, bits: bool = False) -> list[str]:
@@ -698,11 +746,13 @@ class EngineFeed:
         self._thread.start()
 
     def _start_engine(self, run_args: list[str]) -> str:
+        """`pt-engine run` on a private socket, with the talkers for the a key
+        (addresses as top's --addresses says: pseudonymised by default)."""
         self._tmp = tempfile.TemporaryDirectory(prefix="pt-top-")
         path = os.path.join(self._tmp.name, "top.sock")
         self._engine = subprocess.Popen(
             [sys.executable, "-m", "pt_engine", "run", *run_args, "--output", f"unix:{path}",
-             "--format", "msgpack"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+             "--format", "msgpack", "--analyser", "talkers"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True)
         threading.Thread(target=self._engine_log, daemon=True).start()
         deadline = time.monotonic() + 30
@@ -762,6 +812,7 @@ class View:
     names: bool = True         # service names (not -n)
     bits: bool = False         # -b
     help: bool = False
+    talkers: bool = False      # the talkers pane of the selected row (a)
     selected: int = 0
     offset: int = 0
     page: int = 1              # rows on the screen, from the last layout
@@ -810,7 +861,7 @@ def handle_key(view: View, key: int) -> str | None:
     moves = {curses.KEY_DOWN: 1, curses.KEY_UP: -1, ord("j"): 1, ord("k"): -1,
              curses.KEY_NPAGE: view.page, curses.KEY_PPAGE: -view.page,
              curses.KEY_HOME: -sys.maxsize, curses.KEY_END: sys.maxsize}
-    toggles = {"e": "fold", "n": "names", "b": "bits", " ": "paused"}
+    toggles = {"e": "fold", "n": "names", "b": "bits", " ": "paused", "a": "talkers"}
     if key in moves:
         view.move(moves[key])
     elif not ch:
@@ -851,6 +902,14 @@ def screen_lines(model: TopModel, view: View, owners: Owners | None,
     rows = model.visible(view.sort, view.proto, view.port, view.fold)
     head = [(text, "title") for text in header_lines(model, nics, len(rows),
                                                      view.state(ended), usable, view.bits)]
+    if view.talkers:
+        view.follow(rows, view.page)
+        row = rows[view.selected] if rows else None
+        foot = [(fit([("a table", 0), ("j/k another port", 1), ("q quit", 0)], usable),
+                 "legend")][:max(height, 0)]
+        body = (head + [(t[:usable], "row") for t in talker_lines(model, row, view.names)])
+        body = body[:max(height - len(foot), 0)]
+        return body + [("", "row")] * (height - len(foot) - len(body)) + foot
     cols = columns(usable, model.has_quality)
     head.append((heading(cols), "heading"))
     foot = ([(note[:usable], "note")] if note else []) + [(legend(usable), "legend")]

@@ -17,7 +17,11 @@ Tables (the names are the users': their queries name them):
 * ``pt_classes``: the four counting-rule classes per window;
 * ``pt_sources``: libpcap's cumulative counters per capture process;
 * ``pt_tcp_quality``: the tcp_quality rows of each window (--analyser
-  tcp_quality), one per port and side, the RTT histogram as an array.
+  tcp_quality), one per port and side, the RTT histogram as an array;
+* ``pt_talkers``: the talkers each window lists (--analyser talkers), one
+  row per (port, direction, address), the address as the stream gives it
+  (the --addresses policy, named in the row); kept 14 days: addresses are
+  personal data, pseudonymised or not.
 
 Every row carries the ``batch`` it was inserted in and when (``inserted``):
 retention (TTL) counts from ``inserted``, so that a capture read today from
@@ -50,7 +54,7 @@ SCHEMES = ("history", "clickhouse")
 DATABASE = "pt_engine"            # history:PATH's database; clickhouse: URLs name theirs
 # Retention in days, from the row's insertion (docs/clickhouse.md).
 RETENTION_DAYS = {"pt_ports": 2, "pt_ports_1m": 14, "pt_ports_5m": 90, "pt_ports_1h": 400,
-                  "pt_classes": 30, "pt_sources": 30, "pt_tcp_quality": 30}
+                  "pt_classes": 30, "pt_sources": 30, "pt_tcp_quality": 30, "pt_talkers": 14}
 # Rollup table -> (step in seconds, ClickHouse function that cuts it).
 ROLLUPS = {"pt_ports_1m": (60, "toStartOfMinute"),
            "pt_ports_5m": (300, "toStartOfFiveMinute"),
@@ -130,10 +134,17 @@ def schema(db: str, caps: Capabilities) -> list[str]:
                "ENGINE = MergeTree PARTITION BY toYYYYMM(window_start) "
                "ORDER BY (host, interface, port, side, window_start, batch)"
                + _ttl(caps, "pt_tcp_quality") + _dedup(caps))
+    out.append(f"CREATE TABLE IF NOT EXISTS {db}.pt_talkers (host String, interface String, "
+               "proto String, port UInt16, direction String, window_start DateTime('UTC'), "
+               "policy String, address String, packets UInt64, bytes UInt64, "
+               "addresses UInt32, error_bytes UInt64, batch UInt64, inserted DateTime('UTC')) "
+               "ENGINE = MergeTree PARTITION BY toYYYYMM(window_start) "
+               "ORDER BY (host, interface, proto, port, direction, window_start, batch)"
+               + _ttl(caps, "pt_talkers") + _dedup(caps))
     return out
 
 
-TABLES = ("pt_ports", "pt_classes", "pt_sources", "pt_tcp_quality")
+TABLES = ("pt_ports", "pt_classes", "pt_sources", "pt_tcp_quality", "pt_talkers")
 # The counters of a tcp_quality row after ("tcp", port, side), before rtt_hist
 # (docs/quality-rules.md section 8), as pt_tcp_quality's columns.
 QUALITY_COLUMNS = ("rtt_samples", "rtt_sum_ns", "rtt_min_ns", "rtt_max_ns", "jitter_sum_ns",

@@ -252,3 +252,89 @@ def test_a_history_without_tcp_quality_charts_none(tmp_path):
     _read_into(tmp_path / "h", QUALITY, "--no-tcp-quality")
     rec = plot.load([f"history:{tmp_path / 'h'}"], top=8)
     assert rec.ports and rec.quality is None
+
+
+# --- talkers ---------------------------------------------------------------------------------
+
+def talkers_capture(tmp_path) -> Path:
+    """Three 1-second windows of UDP to and from port 53 and TCP to 443, the
+    sources changing from window to window."""
+    recs = []
+    plan = [  # (window, source, sport, destination, dport, wire, count)
+        (0, "192.0.2.10", 40000, "10.0.0.1", 53, 100, 7), (0, "192.0.2.77", 40001, "10.0.0.1", 53, 300, 3),
+        (0, "10.0.0.1", 53, "192.0.2.10", 40000, 200, 2), (1, "192.0.2.10", 40000, "10.0.0.1", 53, 100, 1),
+        (1, "198.51.100.5", 40002, "10.0.0.1", 53, 1000, 4), (1, "198.51.100.5", 40003, "10.0.0.2", 443, 1500, 2),
+        (2, "192.0.2.77", 40001, "10.0.0.1", 53, 300, 5), (2, "10.0.0.1", 53, "192.0.2.77", 40001, 90, 1)]
+    for w, src, sport, dst, dport, wire, count in plan:
+        for k in range(count):
+            layer = (F.udp(sport, dport) if dport != 443 else F.tcp(sport, dport))
+            recs.append((T0 + w * 10**9 + 1000 * k + 100 * len(recs),
+                         F.eth() + F.ipv4(src, dst, 17 if dport != 443 else 6, layer), wire))
+    path = tmp_path / "talkers.pcap"
+    path.write_bytes(F.pcap_file(recs, F.DLT_EN10MB, nano=True))
+    return path
+
+
+def test_talkers_are_stored_per_window_and_summed_by_history(tmp_path):
+    path = tmp_path / "h"
+    result = run_cli("read", str(talkers_capture(tmp_path)), "--analyser", "talkers",
+                     "--addresses", "clear", "-o", f"history:{path}", "-o", "json:-")
+    assert result.returncode == 0, result.stderr
+    windows = [json.loads(line) for line in result.stdout.splitlines()]
+    windows = [w for w in windows if w["type"] == "window"]
+    assert len(windows) == 3
+    listed = {}      # (proto, port, direction, address) -> [packets, bytes, windows]
+    for w in windows:
+        for entry in w["talkers"]["ports"]:
+            for direction in ("in", "out"):
+                for t in entry[direction]:
+                    c = listed.setdefault((entry["proto"], entry["port"], direction,
+                                           t["address"]), [0, 0, 0])
+                    c[0], c[1], c[2] = c[0] + t["packets"], c[1] + t["bytes"], c[2] + 1
+    store = _store(path)
+    stored = store.query(f"SELECT proto, port, direction, address, sum(packets), sum(bytes), "
+                         f"count(), any(policy) FROM {store.database}.pt_talkers "
+                         f"GROUP BY proto, port, direction, address")
+    got = {(r[0], int(r[1]), r[2], r[3]): [int(r[4]), int(r[5]), int(r[6])]
+           for r in (line.split("\t") for line in stored.splitlines())}
+    assert got == listed and {line.split("\t")[7] for line in stored.splitlines()} == {"clear"}
+    assert listed[("udp", 53, "in", "192.0.2.77")] == [8, 2400, 2]
+    answer = run_cli("history", f"history:{path}", "--talkers", "--format", "json")
+    assert answer.returncode == 0, answer.stderr
+    answer = json.loads(answer.stdout)
+    assert answer["table"] == "pt_talkers" and answer["addresses"] == ["clear"]
+    assert answer["rows"][:3] == [["udp", 53, "in", "198.51.100.5", 4, 4000, 1],
+                                  ["udp", 53, "in", "192.0.2.77", 8, 2400, 2],
+                                  ["udp", 53, "in", "192.0.2.10", 8, 800, 2]]
+    assert {tuple(r[:4]) for r in answer["rows"]} == set(listed)
+    for r in answer["rows"]:
+        assert r[4:] == listed[tuple(r[:4])]
+    one = json.loads(run_cli("history", f"history:{path}", "--talkers", "--port", "443",
+                             "--format", "json").stdout)
+    assert one["rows"] == [["tcp", 443, "in", "198.51.100.5", 2, 3000, 1]]
+    table = run_cli("history", f"history:{path}", "--talkers", "--top", "1")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert "talkers (addresses: clear)" in lines[0]
+    assert lines[1].split() == ["proto", "port", "direction", "address", "packets", "bytes",
+                                "windows"]
+    assert lines[2].split() == ["udp", "53", "in", "198.51.100.5", "4", "4000", "1"]
+
+
+def test_talkers_are_stored_pseudonymised_by_default(tmp_path):
+    path = tmp_path / "h"
+    result = run_cli("read", str(talkers_capture(tmp_path)), "--analyser", "talkers",
+                     "--state-dir", str(tmp_path / "state"), "-o", f"history:{path}")
+    assert result.returncode == 0, result.stderr
+    store = _store(path)
+    text = store.query(f"SELECT policy, address FROM {store.database}.pt_talkers")
+    assert text and {line.split("\t")[0] for line in text.splitlines()} == {"pseudonymise"}
+    for real in ("192.0.2.10", "192.0.2.77", "198.51.100.5", "10.0.0.1"):
+        assert real not in text
+
+
+def test_history_talkers_without_any_is_an_error(history):
+    path, _ = history
+    result = run_cli("history", f"history:{path}", "--talkers")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "no talkers stored" in result.stderr and "Traceback" not in result.stderr

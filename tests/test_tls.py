@@ -157,3 +157,90 @@ def test_usage_errors(pki, capsys, tmp_path):
         client.connect("tls:127.0.0.1:1")
     with pytest.raises(StreamError, match="cannot connect"):
         client.connect(f"tls:127.0.0.1:{free_port()}", tls=tls_for(pki, "good"))
+
+
+# --- the Prometheus endpoint takes the same certificate options --------------------------
+
+def scrape(port, pki, who=None):
+    """GET /metrics over HTTPS with `who`'s certificate (None: none); the text."""
+    import urllib.request
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(str(pki["ca"].pem))
+    if who is not None:
+        ctx.load_cert_chain(*pki[who])
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=ctx,
+                                timeout=10) as response:
+        return response.read().decode()
+
+
+def exporter(pki, port, *extra):
+    """`pt-engine read -` serving prometheus: with the tls options, kept running
+    while its stdin is open."""
+    cert, key = pki["server"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pt_engine", "read", "-", "-o", f"prometheus:127.0.0.1:{port}",
+         "-o", "/dev/null", "--tls-cert", cert, "--tls-key", key, "--tls-client-ca",
+         str(pki["ca"].pem), *extra], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    proc.stdin.write(MANY.read_bytes())
+    proc.stdin.flush()
+    return proc
+
+
+def no_metrics(port, pki, who=None) -> None:
+    import http.client
+    with pytest.raises((OSError, http.client.HTTPException)):
+        scrape(port, pki, who)
+
+
+@pytest.mark.parametrize("names", [(), ("--tls-client-name", "collector")])
+def test_prometheus_serves_https_to_good_clients_only(pki, names):
+    pytest.importorskip("prometheus_client")
+    import urllib.request
+    port = free_port()
+    proc = exporter(pki, port, *names)
+    try:
+        wait_listening(port, proc)
+        no_metrics(port, pki, None)
+        no_metrics(port, pki, "stranger")
+        no_metrics(port, pki, "expired")
+        if names:
+            no_metrics(port, pki, "unlisted")
+        with pytest.raises(OSError):      # plain HTTP gets nothing either
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        for _ in range(100):
+            text = scrape(port, pki, "good")
+            if "pt_engine_windows_total" in text:
+                break
+        assert "pt_engine_windows_total" in text
+    finally:
+        _, err = proc.communicate(timeout=60)      # closes stdin: the run ends
+        err = err.decode()
+    assert proc.returncode == 0, err
+    refusals = [line for line in err.splitlines() if "refused" in line]
+    assert "Traceback" not in err
+    # wait_listening's bare probe, three (or four) bad certificates, plain HTTP
+    assert len(refusals) == (6 if names else 5), err
+    for reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "unable to get local issuer "
+                   "certificate", "certificate has expired"):
+        assert sum(reason in line for line in refusals) == 1, err
+    if names:
+        assert "intruder is not in --tls-client-name" in err
+
+
+def test_prometheus_tls_settings_and_their_errors(pki):
+    from types import SimpleNamespace
+
+    from pt_engine.sinks.prometheus import endpoint_tls
+    from pt_engine.sinks.tls import ServerTls
+    cert, key = pki["server"]
+    run = ServerTls(cert, key, "ca.pem", ("collector",))
+    none = SimpleNamespace()
+    assert endpoint_tls(none, run) == run             # the tls: output's settings
+    assert endpoint_tls(none, ServerTls(None, None, None)) is None     # plain HTTP
+    own = SimpleNamespace(prometheus_tls_cert="p.crt", prometheus_tls_key="p.key")
+    assert endpoint_tls(own, run) == ServerTls("p.crt", "p.key", None)   # as a set
+    with pytest.raises(ConfigError, match="--tls-cert and --tls-key go together"):
+        endpoint_tls(none, ServerTls(cert, None, None))
+    with pytest.raises(ConfigError, match="prometheus_tls_client_ca needs"):
+        endpoint_tls(SimpleNamespace(prometheus_tls_client_ca="ca.pem"), run)

@@ -664,3 +664,126 @@ def test_top_sorts_a_real_capture_by_rtt(tmp_path):
     assert with_rtt and figures[:len(with_rtt)] == with_rtt and len(figures) > len(with_rtt)
     lows = [float(f.split("-")[0]) * (1e-3 if f.endswith("us") else 1) for f in with_rtt]
     assert lows == sorted(lows, reverse=True)        # highest p95 bucket first
+
+
+# --- the talkers pane (a) ------------------------------------------------------------------
+
+def talkers_window(start_s: int, entries: list, policy: str = "pseudonymise") -> dict:
+    record = window(start_s, [["udp", 53, 12, 2600, 2, 400], ["tcp", 443, 1, 60, 0, 0]])
+    record["talkers"] = {"addresses": policy, "bound": 1024, "ports": entries}
+    return record
+
+
+DNS_TALKERS = {"proto": "udp", "port": 53,
+               "in": [{"address": "203.0.113.9", "packets": 10, "bytes": 2000},
+                      {"address": "203.0.113.7", "packets": 2, "bytes": 600}],
+               "in_addresses": 2, "in_error_bytes": 0,
+               "out": [{"address": "203.0.113.9", "packets": 2, "bytes": 400}],
+               "out_addresses": 1, "out_error_bytes": 0}
+
+
+def test_the_a_key_shows_the_talkers_of_the_selected_port():
+    model, view = TopModel(), View()
+    model.feed(hello())
+    model.feed(talkers_window(1_700_000_000, [DNS_TALKERS], policy="truncate:24,48"))
+    assert handle_key(view, ord("a")) == "redraw" and view.talkers
+    lines = screen_lines(model, view, None, [], 100, 24)
+    text = "\n".join(t for t, _ in lines)
+    assert len(lines) == 24 and all(len(t) < 100 for t, _ in lines)
+    assert "talkers of 53/domain/udp" in text and "addresses truncate:24,48" in text
+    at = text.index("IN: 2 addresses")
+    assert text.index("203.0.113.9", at) < text.index("203.0.113.7", at) < text.index("OUT: 1")
+    assert re.search(r"203\.0\.113\.9 +10 +2000\n", text)
+    assert re.search(r"OUT: 1 addresses.*\n.*\n +203\.0\.113\.9 +2 +400\n", text)
+    assert lines[-1][1] == "legend" and "a table" in lines[-1][0]
+    handle_key(view, ord("j"))      # udp/53 out: the same port, the same talkers
+    text = "\n".join(t for t, _ in screen_lines(model, view, None, [], 100, 24))
+    assert "talkers of 53/domain/udp" in text
+    handle_key(view, ord("j"))      # tcp/443 has no talkers listed
+    text = "\n".join(t for t, _ in screen_lines(model, view, None, [], 100, 24))
+    assert "talkers of 443/https/tcp" in text and "None listed" in text
+    handle_key(view, ord("a"))
+    assert not view.talkers and any(s == "heading" for _, s in screen_lines(
+        model, view, None, [], 100, 24))
+
+
+def test_the_talkers_pane_says_when_the_stream_has_none():
+    model, view = TopModel(), View(talkers=True)
+    model.feed(hello())
+    model.feed(window(1_700_000_000, [["udp", 53, 1, 100, 0, 0]]))
+    text = "\n".join(t for t, _ in screen_lines(model, view, None, [], 80, 24))
+    assert "no talkers" in text and "--analyser talkers" in text
+
+
+def test_talkers_of_a_port_stay_with_their_window_and_expire():
+    model = TopModel(expire=2)
+    model.feed(hello())
+    model.feed(talkers_window(1_700_000_000, [DNS_TALKERS]))
+    model.feed(talkers_window(1_700_000_001, []))
+    assert model.talkers[("udp", 53)][0] == 1_700_000_000 * 10**9
+    model.feed(talkers_window(1_700_000_002, []))
+    assert ("udp", 53) not in model.talkers
+
+
+tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+
+
+@tmux
+def test_top_in_a_terminal_shows_the_talkers_of_the_selected_port(tmp_path):
+    """An engine reads a crafted capture with --analyser talkers; top, in tmux,
+    shows udp/53 (/ 53), and a shows its talkers as the stream has them."""
+    from test_talkers import capture
+    path = tmp_path / "engine.sock"
+    engine = subprocess.Popen([sys.executable, "-m", "pt_engine", "read", str(capture(tmp_path)),
+                               "--analyser", "talkers", "--addresses", "clear",
+                               "--output", f"unix:{path}"], stderr=subprocess.DEVNULL)
+    term = Tmux()
+    try:
+        deadline = time.monotonic() + 20
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        term.keys(f"{sys.executable} -m engine top --no-fold -n --connect unix:{path}; "
+                  f"echo TOP-EXITED", "Enter")
+        term.wait_for(lambda s: "ENDED" in s and re.search(r"PORT +PROTO", s))
+        term.keys("/")
+        term.keys("53", "Enter")
+        term.wait_for(lambda s: "port 53" in s)
+        term.keys("a")
+        screen = term.wait_for(lambda s: "talkers of 53/udp" in s)
+        assert "addresses clear" in screen
+        inbound = screen[screen.index("IN: 3 addresses"):screen.index("OUT:")]
+        assert [re.split(r" +", line.strip())[:3] for line in inbound.splitlines()[2:5]] == [
+            ["198.51.100.5", "1", "1000"], ["192.0.2.77", "3", "900"], ["192.0.2.10", "7", "700"]]
+        assert re.search(r"OUT: 1 addresses.*\n.*\n +192\.0\.2\.10 +2 +400\n", screen)
+        term.keys("a")
+        term.wait_for(lambda s: re.search(r"PORT +PROTO", s))
+        term.keys("q")
+        term.wait_for(lambda s: "TOP-EXITED" in s)
+    finally:
+        term.close()
+        engine.wait(30)
+
+
+def test_the_owner_column_names_processes_never_users(monkeypatch):
+    """The port-owner column shows pid/process name; no user name, whatever
+    --addresses says (docs/security.md, question 3)."""
+    import psutil
+    from collections import namedtuple
+    Conn = namedtuple("Conn", "laddr pid type")
+    Addr = namedtuple("Addr", "ip port")
+
+    class Proc:
+        def __init__(self, pid):
+            self.pid = pid
+
+        def name(self):
+            return "nginx"
+
+        def username(self):
+            return "alice"
+
+    monkeypatch.setattr(psutil, "net_connections", lambda kind: [
+        Conn(Addr("0.0.0.0", 8080), 4242, socket.SOCK_STREAM)])
+    monkeypatch.setattr(psutil, "Process", Proc)
+    owners = top.Owners._scan()
+    assert owners == {("tcp", 8080): "4242/nginx"}

@@ -65,7 +65,8 @@ BUILTIN = {
     # On by default in read, run and record (the pipeline adds it unless
     # --no-tcp-quality); native in the capture processes.
     "tcp_quality": "pt_engine.analysers.tcp_quality:TcpQuality",
-    # Pure Python: --analyser talkers (addresses by --addresses, pt_engine.addresses).
+    # --analyser talkers (off by default: addresses are personal data; by
+    # --addresses, pt_engine.addresses); native in capture processes (ext/talkers.pyx).
     "talkers": "pt_engine.analysers.talkers:Talkers",
 }
 ALWAYS = ("ports",)

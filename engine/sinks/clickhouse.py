@@ -147,6 +147,18 @@ class WarehouseSink(ThreadedSink):
                       **dict(zip(warehouse.QUALITY_COLUMNS, row[3:17])),
                       "rtt_hist": row[17], "batch": bid, "inserted": ins}
             batch.rows["pt_tcp_quality"].append(json.dumps(fields) + "\n")
+        talkers = window.get("talkers")
+        for entry in (talkers or {}).get("ports") or ():     # a few ports, N addresses each
+            for direction in ("in", "out"):
+                for t in entry[direction]:
+                    batch.rows["pt_talkers"].append(json.dumps({
+                        "host": self._host_text, "interface": interface,
+                        "proto": entry["proto"], "port": entry["port"], "direction": direction,
+                        "window_start": start, "policy": talkers["addresses"],
+                        "address": t["address"], "packets": t["packets"], "bytes": t["bytes"],
+                        "addresses": entry[f"{direction}_addresses"],
+                        "error_bytes": entry[f"{direction}_error_bytes"], "batch": bid,
+                        "inserted": ins}) + "\n")
         for src in window.get("sources") or ():
             batch.rows["pt_sources"].append(_SOURCE_ROW % (
                 host, json.dumps(str(src.get("name", ""))), src.get("worker", 0), start,

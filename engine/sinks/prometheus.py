@@ -14,18 +14,30 @@ The sink is a ThreadedSink (on_failure "continue"): the aggregator only
 queues the record; the sink's thread folds it into the counters that a scrape
 reads (under a lock, so a scrape sees whole windows).
 
-TLS and client certificates come from the config file (prometheus_tls_cert,
-prometheus_tls_key, prometheus_tls_client_ca), never the command line.
+TLS: the endpoint takes the run's server certificate options, those of
+``--output tls:`` (pt_engine.sinks.tls): with --tls-cert and --tls-key
+(config tls_cert, tls_key) it serves HTTPS (TLS 1.2+) only; with
+--tls-client-ca (tls_client_ca) too, every client must show a certificate
+signed by it, valid now, and with --tls-client-name one of those names; a
+refused client gets one log line, the others are served. With both a tls:
+output and Prometheus, both show the same certificate and take the same
+clients. The config keys prometheus_tls_cert, prometheus_tls_key and
+prometheus_tls_client_ca, when any is set, replace those three for this
+endpoint alone (a scrape certificate of another CA), as a set and without
+a name list. With none of them, /metrics is plain HTTP.
 """
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 
 from .. import __version__, stream
 from ..config import PortSpec
 from ..errors import ConfigError, SinkError
+from ..log import log
 from . import Destination, SinkContext, ThreadedSink
+from .tls import HANDSHAKE_S, ServerTls, check_client, handshake_failure, server_context
 
 # The default allow-list: services a server commonly offers (README lists them).
 DEFAULT_PORTS = ("22,25,53,80,110,123,143,161,389,443,445,465,587,636,993,995,3306,3389,"
@@ -47,6 +59,23 @@ def allow_list(opts) -> PortSpec:
     """The ports labelled by number: --prometheus-ports, else --ports, else the default."""
     return (getattr(opts, "prometheus_ports", None) or getattr(opts, "ports", None)
             or PortSpec.parse(DEFAULT_PORTS))
+
+
+def endpoint_tls(opts, run_tls: ServerTls | None) -> ServerTls | None:
+    """The TLS settings of the /metrics endpoint (module docstring), None for
+    plain HTTP; ConfigError for an incomplete set."""
+    own = tuple(getattr(opts, f"prometheus_tls_{k}", None) for k in ("cert", "key", "client_ca"))
+    if any(own):
+        tls, flags = ServerTls(*own), ("prometheus_tls_cert", "prometheus_tls_key",
+                                       "prometheus_tls_client_ca")
+    else:
+        tls, flags = run_tls or ServerTls(None, None, None), ("--tls-cert", "--tls-key",
+                                                               "--tls-client-ca")
+    if bool(tls.cert) != bool(tls.key):
+        raise ConfigError(f"--output prometheus: {flags[0]} and {flags[1]} go together")
+    if tls.client_ca and not tls.cert:
+        raise ConfigError(f"--output prometheus: {flags[2]} needs {flags[0]} and {flags[1]}")
+    return tls if tls.cert else None
 
 
 def parse_target(text: str) -> tuple[str, int]:
@@ -84,28 +113,22 @@ class PrometheusSink(ThreadedSink):
         self._late = 0
         self._last_end = 0.0
         self._backend = ""
-        self._server, self._thread_http = self._serve(host, port, opts, dest.text)
+        self._server, self._thread_http = self._serve(host, port, endpoint_tls(opts, ctx.tls),
+                                                      dest.text)
         super().__init__(dest, ctx)
         self.name = dest.text
         self.encode = stream.encoder("msgpack")
 
-    def _serve(self, host: str, port: int, opts, text: str):
-        from prometheus_client import start_http_server
+    def _serve(self, host: str, port: int, tls: ServerTls | None, text: str):
+        from prometheus_client import make_wsgi_app
         from prometheus_client.registry import CollectorRegistry
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self))
-        cert = getattr(opts, "prometheus_tls_cert", None)
-        key = getattr(opts, "prometheus_tls_key", None)
-        ca = getattr(opts, "prometheus_tls_client_ca", None)
-        if bool(cert) != bool(key):
-            raise ConfigError("prometheus_tls_cert and prometheus_tls_key go together")
-        if ca and not cert:
-            raise ConfigError("prometheus_tls_client_ca needs prometheus_tls_cert and "
-                              "prometheus_tls_key")
+        context = (None if tls is None else
+                   server_context(tls, f"--output {text}", clients_required=False))
         try:
-            return start_http_server(port, host, registry=registry, certfile=cert,
-                                     keyfile=key, client_cafile=ca,
-                                     client_auth_required=bool(ca))
+            return _start_server(host, port, make_wsgi_app(registry), context,
+                                 frozenset(tls.client_names) if tls else frozenset(), text)
         except OSError as err:
             raise SinkError(f"--output {text}: cannot serve on {host}:{port}: "
                             f"{err.strerror or err}") from None
@@ -267,3 +290,72 @@ def _rtt_family(rtt: dict):
         buckets.append(("+Inf", acc[33]))
         family.add_metric([str(port), side], buckets, sum_value=acc[32] / 1e9)
     return family
+
+
+def _start_server(host: str, port: int, app, context: ssl.SSLContext | None,
+                  names: frozenset[str], text: str):
+    """prometheus_client's WSGI server in a daemon thread, as its
+    start_http_server, but with our TLS context: the handshake runs in the
+    connection's own thread (at most HANDSHAKE_S), and a client it refuses
+    gets one log line instead of a traceback."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class Handler(WSGIRequestHandler):
+        admitted = True
+
+        def setup(self):
+            if context is not None:
+                self.admitted = _admit(self.request, self.client_address, names, text)
+            super().setup()
+
+        def handle(self):
+            if self.admitted:
+                super().handle()
+
+        def finish(self):
+            try:
+                super().finish()
+            except (OSError, ValueError):
+                if self.admitted:
+                    raise
+
+        def log_message(self, format, *args):
+            """Scrapes are not logged."""
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket_family(host, port)
+
+        def handle_error(self, request, client_address):
+            log(f"output {text}: request of {client_address[0]} failed")
+
+    httpd = make_server(host, port, app, Server, handler_class=Handler)
+    if context is not None:
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True,
+                                           do_handshake_on_connect=False)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return httpd, thread
+
+
+def socket_family(host: str, port: int) -> int:
+    import socket
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                              flags=socket.AI_PASSIVE)[0][0]
+
+
+def _admit(conn, client_address, names: frozenset[str], text: str) -> bool:
+    peer = f"{client_address[0]}:{client_address[1]}"
+    conn.settimeout(HANDSHAKE_S)
+    try:
+        conn.do_handshake()
+    except (ssl.SSLError, OSError) as err:
+        why = handshake_failure(err)
+    else:
+        _, why = check_client(conn, names)
+        if why is None:
+            conn.settimeout(None)
+            return True
+    log(f"output {text}: refused {peer}: {why}")
+    return False

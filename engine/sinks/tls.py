@@ -9,6 +9,10 @@ subject common name or DNS name is one of those listed. Handshakes run
 non-blocking, moved along on every poll, and one that fails or takes more
 than HANDSHAKE_S is closed with one log line; the others are served on.
 There is no plaintext TCP output.
+
+The same settings serve `--output prometheus:` (pt_engine.sinks.prometheus):
+``server_context`` and ``check_client`` are shared, so both endpoints show
+one certificate and take the same clients.
 """
 from __future__ import annotations
 
@@ -45,20 +49,43 @@ def split_host_port(text: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def server_context(tls: ServerTls) -> ssl.SSLContext:
-    """A TLS 1.2+ server context requiring client certificates; ConfigError
-    names the option whose file is missing or unusable."""
-    for flag, value in (("--tls-cert", tls.cert), ("--tls-key", tls.key),
-                        ("--tls-client-ca", tls.client_ca)):
+def server_context(tls: ServerTls, what: str = "--output tls:",
+                   clients_required: bool = True) -> ssl.SSLContext:
+    """A TLS 1.2+ server context, requiring client certificates signed by
+    tls.client_ca (`clients_required`: always; else when a client CA is
+    given); ConfigError names the option whose file is missing or unusable."""
+    needed = [("--tls-cert", tls.cert), ("--tls-key", tls.key)]
+    if clients_required:
+        needed.append(("--tls-client-ca", tls.client_ca))
+    for flag, value in needed:
         if not value:
-            raise ConfigError(f"--output tls: needs {flag} (client certificates are "
-                              "always required)")
+            raise ConfigError(f"{what} needs {flag}" + (
+                " (client certificates are always required)" if clients_required else ""))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.verify_mode = ssl.CERT_REQUIRED
     _load(ctx.load_cert_chain, "--tls-cert/--tls-key", tls.cert, tls.key)
-    _load(ctx.load_verify_locations, "--tls-client-ca", tls.client_ca)
+    if tls.client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        _load(ctx.load_verify_locations, "--tls-client-ca", tls.client_ca)
     return ctx
+
+
+def handshake_failure(err: Exception) -> str:
+    """Why a handshake failed, for the one log line of a refusal."""
+    reason = getattr(err, "verify_message", None) or getattr(
+        err, "reason", None) or getattr(err, "strerror", None) or type(err).__name__
+    return f"TLS handshake failed ({reason})"
+
+
+def check_client(conn: ssl.SSLSocket, names: frozenset[str]) -> tuple[set[str], str | None]:
+    """(the peer certificate's names, why it is refused: None when it is not)
+    after a handshake: with `names` (--tls-client-name), one of them must be
+    the certificate's."""
+    got = peer_names(conn.getpeercert() or {})
+    if names and not got & names:
+        return got, f"certificate of {', '.join(sorted(got)) or 'no name'} is not in " \
+                    "--tls-client-name"
+    return got, None
 
 
 def _load(method, flags: str, *paths) -> None:
@@ -127,14 +154,11 @@ class TlsSubscriberServer(SubscriberServer):
                     self._refuse(item, f"no TLS handshake within {HANDSHAKE_S:g} s")
                 continue
             except (ssl.SSLError, OSError) as err:
-                reason = getattr(err, "verify_message", None) or getattr(
-                    err, "reason", None) or err.strerror or type(err).__name__
-                self._refuse(item, f"TLS handshake failed ({reason})")
+                self._refuse(item, handshake_failure(err))
                 continue
-            names = peer_names(tls.getpeercert() or {})
-            if self._names and not names & self._names:
-                self._refuse(item, f"certificate of {', '.join(sorted(names)) or 'no name'} "
-                                   "is not in --tls-client-name")
+            names, why = check_client(tls, self._names)
+            if why is not None:
+                self._refuse(item, why)
                 continue
             self._handshakes.remove(item)
             self._ready(tls, f"subscriber {peer} ({', '.join(sorted(names))})")
