@@ -90,7 +90,7 @@ def _timed(argv: list[str], ns: str | None = NS_C) -> tuple[float, str]:
 
 
 def _engine(*args) -> list[str]:
-    return [sys.executable, "-m", "pt_engine", *args, "--format", "json"]
+    return [sys.executable, "-m", "pt_engine", *args, "--format", "json", "--addresses", "clear"]
 
 
 def _records(out: str) -> list[dict]:

@@ -87,6 +87,10 @@ class Alerts(Observer):
         self.hooks = Hooks(on_alert, timeout, max_hooks) if on_alert else None
         self.interval_ns: int | None = None
         self._next_ns: int | None = None      # start of the window expected next
+        # What a ping alert looks like when it leaves (its log line, hooks, the
+        # stream): the probe command's --addresses policy; rules match the real
+        # target before it.
+        self.show = lambda alert: alert
         self._states: list[dict[tuple, _State]] = [{} for _ in self.rules]
         self._ranges = [rule.port_range for rule in self.rules]
 
@@ -144,6 +148,7 @@ class Alerts(Observer):
             value = rule.value(record) if rule.matches(key[0]) else None
             if value is not None:
                 out += self._advance(rule, states, key, value, window)
+        out = [self.show(alert) for alert in out]
         for alert in out:
             self._report(alert)
         return out

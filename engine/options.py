@@ -162,11 +162,12 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("addresses", ("--addresses",), "how addresses leave the engine: pseudonymise "
         "(default: keyed, prefix-preserving Crypto-PAn), truncate:V4,V6 (keep that many "
         "prefix bits, e.g. truncate:24,48), hash (keyed BLAKE2b) or clear; top: of the "
-        "talkers of the engine it starts", (*_STREAM, "top"),
+        "talkers of the engine it starts; ping and scan: of the targets in their records, "
+        "table and alerts", (*_STREAM, "top", "ping", "scan"),
         default="pseudonymise", metavar="POLICY", check=config.check_text),
     Opt("state_dir", ("--state-dir",), "where the address key is created (mode 0600) "
         "and kept (default: $STATE_DIRECTORY, else /var/lib/pt-engine as root, else "
-        "~/.local/state/pt-engine)", (*_STREAM, "top"), metavar="DIR",
+        "~/.local/state/pt-engine)", (*_STREAM, "top", "ping", "scan"), metavar="DIR",
         check=config.check_text),
     Opt("observers", ("--observer",), "run this observer plugin too; repeatable",
         _STREAM, metavar="NAME", repeat=True, check=config.check_names, convert=_names),

@@ -215,13 +215,14 @@ def resolved(rule: str, scope: str, proto: str, port: int | str, direction: str,
 
 def probe_hello(command: str, method: str, targets: list[dict], ports: list[int] | None,
                 count: int | None, interval_ns: int, timeout_ns: int, rate_pps: float,
-                concurrency: int, backend: str) -> dict:
-    """The first record of a `ping` or `scan` stream: what is probed, how and how fast."""
+                concurrency: int, backend: str, addresses: str = "clear") -> dict:
+    """The first record of a `ping` or `scan` stream: what is probed, how and how
+    fast, and the --addresses policy its target addresses are shown by."""
     return {"type": "hello", "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "engine_version": __version__, "backend": backend, "command": command,
             "method": method, "targets": targets, "ports": ports, "count": count,
             "interval_ns": interval_ns, "timeout_ns": timeout_ns, "rate_pps": rate_pps,
-            "concurrency": concurrency}
+            "concurrency": concurrency, "addresses": addresses}
 
 
 def ping(target: str, port: int | None, figures: dict, window_start_ns: int,

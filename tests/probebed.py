@@ -108,10 +108,11 @@ class ProbeBed(netns.NamespaceBed):
 
     def run_engine(self, argv: list[str], timeout: float = 120,
                    env: dict | None = None) -> tuple[int, list[dict], str]:
-        """pt-engine in the client namespace with JSON output: (status, records, stderr);
-        `env`: variables to add to its environment."""
+        """pt-engine in the client namespace with JSON output and the real target
+        addresses (--addresses clear): (status, records, stderr); `env`: variables
+        to add to its environment."""
         proc = subprocess.run(["ip", "netns", "exec", self.client_ns, sys.executable, "-m",
-                               "pt_engine", *argv, "--format", "json"],
+                               "pt_engine", *argv, "--format", "json", "--addresses", "clear"],
                               capture_output=True, text=True, timeout=timeout,
                               env=None if env is None else {**os.environ, **env})
         records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]

@@ -376,7 +376,7 @@ def test_ping_alerts_from_the_config_file_fire(tmp_path):
                            'metric = "rtt_ms"\nlimit = 0\nfor_windows = 2\n'
                            '[[alert]]\nrule = "ping:192.0.2.0/24:loss_ratio>0:name=elsewhere"\n')
     proc = run_cli("ping", "127.0.0.1", "--tcp", str(port), "--count", "3", "--interval",
-                   "0.01", "--format", "json", "--config", str(path))
+                   "0.01", "--format", "json", "--config", str(path), "--addresses", "clear")
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     windows = [r for r in records if r["type"] == "ping" and not r.get("final")]

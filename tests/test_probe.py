@@ -23,7 +23,10 @@ from pt_engine.probe.targets import parse_targets
 
 
 def _engine(*argv, timeout=120, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pt_engine", *argv], capture_output=True,
+    """pt-engine ARGV; the records show the real targets (--addresses clear), which
+    these tests check (test_probe_addresses.py: the policy itself)."""
+    return subprocess.run([sys.executable, "-m", "pt_engine", *argv, "--addresses", "clear"],
+                          capture_output=True,
                           text=True, timeout=timeout,
                           env=None if env is None else {**os.environ, **env})
 

@@ -23,6 +23,7 @@ from ..log import log
 from .loop import Loop
 from .ping import PingSchedule
 from .scan import ScanSchedule
+from .shown import Shown
 from .targets import parse_targets
 
 
@@ -88,12 +89,15 @@ class _Run:
         self.loop: Loop | None = None
         self.schedule = None
         self.signals = 0
+        self.shown = Shown(opts.addresses, opts.state_dir)
 
     def wall(self, mono_ns: int) -> int:
         return self.wall0 + (mono_ns - self.mono0)
 
     def emit(self, record: dict) -> None:
-        self.outputs.write(record)
+        """Write a record, as the address policy shows it; the alert rules see
+        the real one (and show theirs through the same policy)."""
+        self.outputs.write(self.shown(record))
         if self.alerts is not None:
             for extra in self.alerts.observe(record):
                 self.outputs.write(extra)
@@ -146,6 +150,8 @@ class _Run:
             from .table import TableSink
             self.outputs = Outputs([TableSink()])
         self.alerts = Alerts.create(opts)
+        if self.alerts is not None:
+            self.alerts.show = self.shown
         previous = {sig: signal.signal(sig, self._signal)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -155,7 +161,8 @@ class _Run:
                 None if self.ports == [None] else self.ports,
                 self.rounds if self.command == "ping" else None, interval_ns,
                 opts.timeout_ns, opts.rate, opts.concurrency,
-                "reference" if use_reference_backend() else "native"))
+                "reference" if use_reference_backend() else "native",
+                self.shown.policy.text))
             self.loop.run()
             self.schedule.close(time.monotonic_ns())
         finally:

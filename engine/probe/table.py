@@ -45,6 +45,10 @@ class TableSink(Sink):
         try:
             if kind == "hello":
                 self.lines = record.get("count") != 1
+                policy = record.get("addresses", "clear")
+                if policy != "clear":
+                    self._print(f"addresses shown as --addresses {policy} leaves them "
+                                f"(--addresses clear shows them)")
             elif kind == "ping" and record.get("final"):
                 self.finals.append(record)
             elif kind == "ping" and self.lines:
